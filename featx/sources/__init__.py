@@ -1,0 +1,112 @@
+"""Sources: turn folders, CSV manifests, npz archives, DICOM and image files into Sample records.
+
+The reader is chosen by the file's content (its signature bytes), not by its extension alone, in
+the manner of MONAI's readers: a PNG named ``.jpg`` is still read as PNG, a DICOM without a
+``.dcm`` extension is still DICOM, and a text file in an image folder is reported, not decoded.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterable
+
+from featx.errors import DecodeError, SourceError
+from featx.sources import dicom as _dicom
+from featx.sources.base import Failure, ReadOptions, Sample, ScanResult, sha256_file
+from featx.sources.folder import plan_folder
+from featx.sources.images import looks_like_image
+from featx.sources.manifest import scan_manifest
+from featx.sources.npz import ZIP_MAGIC, scan_npz
+
+__all__ = ["Sample", "ReadOptions", "Failure", "ScanResult", "scan_sources", "scan_file"]
+
+_MANIFEST_SUFFIXES = {".csv", ".tsv"}
+
+
+def _head(path: Path, n: int = 132) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
+def scan_file(path: Path, label: str | None = None, group: str = "", split: str = "") -> ScanResult:
+    """Sample records for one file, its kind found from its content."""
+    path = Path(path)
+    res = ScanResult()
+    try:
+        if path.stat().st_size == 0:
+            res.failures.append(Failure(str(path), "empty file (0 bytes)"))
+            return res
+        head = _head(path)
+    except OSError as e:
+        res.failures.append(Failure(str(path), f"cannot read ({e.strerror or e})"))
+        return res
+    try:
+        if _dicom.is_dicom(head):
+            ds = _dicom.read_header(str(path))
+            digest = sha256_file(path)
+            group = group or str(getattr(ds, "PatientID", "") or "")
+            frames = _dicom.n_frames(ds)
+            for k in range(frames):
+                res.samples.append(Sample(
+                    id=digest if frames == 1 else f"{digest}#{k}",
+                    path=str(path) if frames == 1 else f"{path}::{k}", reader="dicom",
+                    file=str(path.resolve()), index=None if frames == 1 else str(k),
+                    label=label, group=group, split=split))
+        elif looks_like_image(head):
+            res.samples.append(Sample(id=sha256_file(path), path=str(path), reader="image",
+                                      file=str(path.resolve()), label=label, group=group, split=split))
+        elif head.startswith(ZIP_MAGIC) and path.suffix.lower() == ".npz":
+            sub = scan_npz(path)
+            res.samples.extend(sub.samples)
+        else:
+            res.failures.append(Failure(str(path), "not an image, DICOM or npz file (unrecognised content)"))
+    except (SourceError, DecodeError) as e:
+        res.failures.append(Failure(str(path), e.reason))
+    return res
+
+
+def _scan_one_source(src: Path, allow_outside: bool, threads: int) -> ScanResult:
+    if not src.exists():
+        return ScanResult(failures=[Failure(str(src), "does not exist")])
+    if src.is_dir():
+        plan, failures = plan_folder(src)
+        res = ScanResult(failures=failures)
+        with ThreadPoolExecutor(threads) as pool:  # hashing releases the GIL
+            for sub in pool.map(lambda p: scan_file(p[0], label=p[1], split=p[2]), plan):
+                res.samples.extend(sub.samples)
+                res.failures.extend(sub.failures)
+        return res
+    if src.suffix.lower() in _MANIFEST_SUFFIXES:
+        return scan_manifest(src, allow_outside=allow_outside, sniff=scan_file)
+    if src.suffix.lower() == ".npz":
+        return scan_npz(src)
+    return scan_file(src)
+
+
+def scan_sources(sources: Iterable[str | Path], allow_outside: bool = False, threads: int = 4) -> ScanResult:
+    """All samples of all sources, in a stable order; files with the same bytes are flagged.
+
+    Raises SourceError only for a source that cannot be used at all (an unreadable manifest or
+    npz); anything per-file becomes a Failure and the scan goes on.
+    """
+    total = ScanResult()
+    seen: dict[str, Sample] = {}
+    copies: dict[str, int] = {}
+    for src in sources:
+        src = Path(src)
+        res = _scan_one_source(src, allow_outside, threads)
+        total.failures.extend(res.failures)
+        for s in res.samples:
+            first = seen.get(s.id)
+            if first is None:
+                seen[s.id] = s
+                total.samples.append(s)
+                continue
+            if first.path == s.path:  # the same file named twice
+                continue
+            copies[s.id] = k = copies.get(s.id, 0) + 1
+            total.samples.append(replace(s, id=f"{s.id}~{k}", duplicate_of=s.id))
+            total.warnings.append(f"{s.path}: same bytes as {first.path}"
+                                  + (f" (splits {first.split} and {s.split})" if first.split != s.split else ""))
+    return total

@@ -1,0 +1,92 @@
+"""Sample records and read options shared by every source reader."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SPLIT_NAMES = ("train", "val", "test")
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                 "validation": "val", "test": "test", "testing": "test"}
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """Everything about decoding that changes the pixels handed to feature extractors.
+
+    window: DICOM window, a preset name (see ``featx.sources.dicom.WINDOW_PRESETS``), a
+        ``(center, width)`` pair, or None to use the file's own WindowCenter/WindowWidth.
+    intensity: how integer data deeper than 8 bits becomes [0, 1]: ``"auto"`` (per-image min-max
+        for >8-bit data, the way a viewer's auto-window does, so 12-bit data in 16-bit containers
+        is not left nearly black), ``"dtype"`` (divide by the dtype's maximum) or ``"minmax"``
+        (per-image min-max for every image).
+    draft_size: when set, JPEGs much larger than this (in pixels, shorter side) are decoded at a
+        reduced scale (libjpeg DCT scaling) to no less than this size; None decodes in full.
+    """
+
+    window: str | tuple[float, float] | None = None
+    intensity: str = "auto"
+    draft_size: int | None = None
+
+    def config(self) -> dict:
+        return {"window": list(self.window) if isinstance(self.window, tuple) else self.window,
+                "intensity": self.intensity, "draft_size": self.draft_size}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image to extract: a stable id, where it comes from, and its labels.
+
+    ``id`` is the sha256 of the file's bytes, with ``#<index>`` appended for images inside
+    multi-image files (npz arrays, multi-frame DICOM), so it never changes for the same bytes.
+    A second file with the same bytes in one scan is kept as its own sample (a folder of 100
+    files is 100 samples) with ``~<k>`` appended and ``duplicate_of`` naming the first one's id:
+    evaluation can then keep copies on one side of a split.
+    """
+
+    id: str
+    path: str
+    reader: str
+    file: str
+    index: str | None = None
+    label: str | None = None
+    group: str = ""
+    split: str = ""
+    duplicate_of: str = ""
+
+    def load(self, options: ReadOptions = ReadOptions()) -> np.ndarray:
+        from featx.sources import readers
+        return readers.load(self, options)
+
+
+@dataclass
+class Failure:
+    path: str
+    reason: str
+    stage: str = "source"
+
+
+@dataclass
+class ScanResult:
+    samples: list[Sample] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def normalize_split(name: str | None) -> str:
+    if name is None:
+        return ""
+    return SPLIT_ALIASES.get(str(name).strip().lower(), "")

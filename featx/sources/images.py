@@ -1,0 +1,103 @@
+"""Decoding of ordinary image files (PNG, JPEG, TIFF, BMP, ...) into float arrays in [0, 1].
+
+8-bit data is divided by 255; deeper integer data (16-bit PNG/TIFF, 32-bit integer TIFF) is
+scaled straight to float without an 8-bit round trip; palette, RGBA, CMYK, LA and 1-bit images
+are converted to RGB or gray first.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from featx.errors import DecodeError
+
+# Refuse decompression bombs loudly instead of warning: PIL raises DecompressionBombError past 2x.
+Image.MAX_IMAGE_PIXELS = 178_956_970  # PIL's default, stated so it is a visible decision
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+# File signatures of the image formats we decode with PIL.
+_IMAGE_MAGIC = (
+    b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM", b"GIF87a", b"GIF89a",
+    b"RIFF",  # WebP
+)
+
+
+def looks_like_image(head: bytes) -> bool:
+    return any(head.startswith(m) for m in _IMAGE_MAGIC)
+
+
+def scale_to_unit(arr: np.ndarray, intensity: str = "auto") -> np.ndarray:
+    """Integer or float pixel data -> float32 in [0, 1] by the rule in ReadOptions.intensity."""
+    if arr.dtype == np.bool_:
+        return arr.astype(np.float32)
+    if arr.dtype == np.uint8 and intensity != "minmax":
+        return arr.astype(np.float32) / 255.0
+    a = arr.astype(np.float64 if arr.dtype.itemsize > 2 else np.float32)
+    use_minmax = intensity == "minmax" or (intensity == "auto" and arr.dtype != np.uint8)
+    if intensity not in ("auto", "dtype", "minmax"):
+        raise ValueError(f"unknown intensity rule {intensity!r} (auto, dtype, minmax)")
+    if use_minmax or not np.issubdtype(arr.dtype, np.integer):
+        lo, hi = float(np.min(a)), float(np.max(a))
+        if not np.isfinite(lo) or not np.isfinite(hi):
+            raise DecodeError("image has NaN or infinite pixel values")
+        out = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+    else:
+        info = np.iinfo(arr.dtype)
+        out = (a - info.min) / (float(info.max) - info.min)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def _pil_to_array(im: Image.Image, intensity: str) -> np.ndarray:
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        arr = np.asarray(im).astype(np.uint16)
+    elif mode == "I":
+        arr = np.asarray(im)
+        if arr.min() >= 0 and arr.max() <= 65535:
+            arr = arr.astype(np.uint16)
+    elif mode == "F":
+        arr = np.asarray(im, dtype=np.float32)
+    elif mode == "1":
+        arr = np.asarray(im.convert("L"))
+    elif mode == "L":
+        arr = np.asarray(im)
+    elif mode == "RGB":
+        arr = np.asarray(im)
+    elif mode in ("RGBA", "RGBa", "LA", "La", "PA") or (mode == "P" and "transparency" in im.info):
+        # Composite on black so transparent pixels don't keep arbitrary hidden colours.
+        rgba = im.convert("RGBA")
+        arr = np.asarray(Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("RGB"))
+    else:  # P, CMYK, YCbCr, LAB, HSV, ...
+        arr = np.asarray(im.convert("RGB"))
+    if arr.ndim == 3 and arr.shape[2] == 3 and arr.dtype == np.uint8:
+        # An RGB image whose three channels are equal is gray: keep one channel.
+        if np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2]):
+            arr = arr[..., 0]
+    return scale_to_unit(arr, intensity)
+
+
+def decode_image(path: str, intensity: str = "auto", draft_size: int | None = None) -> np.ndarray:
+    """Decode one image file to float32 [0, 1], shape (H, W) or (H, W, 3)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.width < 1 or im.height < 1:
+                    raise DecodeError(f"image has no pixels ({im.width}x{im.height})", path)
+                if draft_size and im.format == "JPEG" and min(im.size) >= 2 * draft_size:
+                    im.draft(im.mode, (draft_size, draft_size))
+                im.load()
+                return _pil_to_array(im, intensity)
+    except DecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DecodeError(f"refused as a decompression bomb ({e})", path) from None
+    except OSError as e:
+        msg = str(e) or type(e).__name__
+        if "truncated" in msg.lower():
+            raise DecodeError(f"truncated or corrupt image ({msg})", path) from None
+        raise DecodeError(f"cannot decode image ({msg})", path) from None
+    except Exception as e:  # PIL raises assorted errors on hostile files
+        raise DecodeError(f"cannot decode image ({type(e).__name__}: {e})", path) from None
