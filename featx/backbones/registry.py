@@ -23,11 +23,7 @@ from featx.backbones.taps import POOLINGS, FeatureModel
 from featx.errors import BackboneError, WeightsError
 
 # featx name -> (library, architecture)
-ALIASES: dict[str, tuple[str, str]] = {
-    "efficientnet_lite0": ("timm", "tf_efficientnet_lite0"),
-    "efficientnet_lite1": ("timm", "tf_efficientnet_lite1"),
-    "efficientnet_lite2": ("timm", "tf_efficientnet_lite2"),
-}
+ALIASES: dict[str, tuple[str, str]] = {alias: ("timm", arch) for alias, arch in W.ALIAS_ARCH.items()}
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
 

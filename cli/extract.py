@@ -1,0 +1,63 @@
+"""featx extract: images -> features in an HDF5 cache."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from cli.common import handle_errors, split_list
+
+
+def _window(value):
+    if value is None:
+        return None
+    if "," in value:
+        try:
+            c, w = (float(x) for x in value.split(","))
+        except ValueError:
+            raise click.BadParameter("a preset name or CENTER,WIDTH in HU") from None
+        return (c, w)
+    return value
+
+
+@click.command("extract")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("-o", "--output", "cache", required=True, type=click.Path(dir_okay=False), help="HDF5 cache to create or extend.")
+@click.option("--backbone", "backbones", multiple=True, help="Backbone name(s): a featx alias, torchvision or timm model (repeat or comma-separate). Default efficientnet_lite0; 'none' for handcrafted only.")
+@click.option("--handcrafted", default=None, help="Handcrafted sets, e.g. hog,lbp,glcm,firstorder.")
+@click.option("--layers", multiple=True, help="Taps: 'head' (default), stage indices (0..), module names, or 'stages'.")
+@click.option("--concat-layers", is_flag=True, help="Store the taps concatenated as one set instead of one set each.")
+@click.option("--pooling", type=click.Choice(["avg", "max", "gem"]), default="avg", show_default=True)
+@click.option("--weights", default=None, help="A local state-dict file, or 'none' for random init (recorded). Default: pretrained.")
+@click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda|cuda:N|mps")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--workers", type=int, default=None, help="Decoding worker processes (default: cores - 1 with a backbone, all cores without).")
+@click.option("--window", default=None, help="DICOM window: lung, mediastinum, bone, brain, abdomen, liver, or CENTER,WIDTH (HU). Default: the file's own.")
+@click.option("--intensity", type=click.Choice(["auto", "dtype", "minmax"]), default="auto", show_default=True, help="How >8-bit data becomes [0, 1].")
+@click.option("--no-jpeg-draft", is_flag=True, help="Decode large JPEGs at full size (slower; draft decoding is recorded in the config).")
+@click.option("--name", default=None, help="Name for the feature set (default: the backbone's name).")
+@click.option("--allow-outside", is_flag=True, help="Let a CSV manifest point outside its own folder.")
+@click.option("--strict", is_flag=True, help="Exit non-zero if any input failed.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@handle_errors
+def extract_cmd(sources, cache, backbones, handcrafted, layers, concat_layers, pooling, weights, device, precision,
+                batch_size, workers, window, intensity, no_jpeg_draft, name, allow_outside, strict, quiet):
+    """Extract features of SOURCES (folders, CSV manifests, .npz, DICOM or image files) into CACHE."""
+    from featx.extract import extract
+    bbs = split_list(backbones) or ["efficientnet_lite0"]
+    if [b.lower() for b in bbs] == ["none"]:
+        bbs = []
+    summary = extract(list(sources), cache, backbones=bbs, handcrafted=handcrafted, layers=split_list(layers),
+                      concat_layers=concat_layers, pooling=pooling, weights=weights, device=device,
+                      precision=precision, batch_size=batch_size, workers=workers, strict=strict,
+                      window=_window(window), intensity=intensity, jpeg_draft=not no_jpeg_draft,
+                      allow_outside=allow_outside, name=name, progress=not quiet and sys.stderr.isatty())
+    click.echo(summary.line())
+    if summary.warnings:
+        click.echo(f"note: {len(summary.warnings)} files have the same bytes as another file "
+                   "(kept, flagged in /samples/duplicate_of)", err=True)
+    if summary.interrupted:
+        sys.exit(130)
+    if summary.ok == 0 and summary.reused == 0:
+        sys.exit(1)

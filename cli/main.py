@@ -1,0 +1,20 @@
+"""The click group behind the ``featx`` command."""
+from __future__ import annotations
+
+import click
+
+from cli.common import setup_logging
+from cli.extract import extract_cmd
+from cli.info import info_cmd
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="More messages.")
+@click.version_option(package_name="featx")
+def main(verbose):
+    """featx: frozen pretrained CNN and handcrafted features, cached in HDF5, with classical heads."""
+    setup_logging(verbose=verbose)
+
+
+main.add_command(extract_cmd)
+main.add_command(info_cmd)
