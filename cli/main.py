@@ -18,3 +18,7 @@ def main(verbose):
 
 main.add_command(extract_cmd)
 main.add_command(info_cmd)
+
+
+if __name__ == "__main__":
+    main()

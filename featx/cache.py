@@ -93,6 +93,9 @@ class CacheState:
 
     ids: list[str] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)   # class names, "" = unknown
+    groups: list[str] = field(default_factory=list)
+    splits: list[str] = field(default_factory=list)
     class_names: list[str] = field(default_factory=list)
     sets: dict[str, dict] = field(default_factory=dict)          # name -> config
     done: dict[str, set[str]] = field(default_factory=dict)      # name -> ids computed
@@ -111,6 +114,9 @@ def read_state(path: str | Path) -> CacheState:
             st.ids = list(_strs(f["samples/id"]))
             st.paths = list(_strs(f["samples/path"]))
             st.class_names = json.loads(f["samples/label"].attrs.get("class_names", "[]"))
+            st.labels = [st.class_names[k] if k >= 0 else "" for k in f["samples/label"][()]]
+            st.groups = list(_strs(f["samples/group"]))
+            st.splits = list(_strs(f["samples/split"]))
         for name, cfg, ok in _iter_sets(f):
             st.sets[name] = cfg
             st.done[name] = {i for i, o in zip(st.ids, ok) if o}
@@ -367,7 +373,13 @@ def commit(cache: str | Path, featx_version: str | None = None) -> dict:
         cls_index = {c: k for k, c in enumerate(class_names)}
         for rec in records:
             for k, sid in enumerate(rec.ids):
-                if sid in index:
+                if sid in index:  # known sample: fill in what was unknown, never overwrite
+                    r = index[sid]
+                    if labels[r] < 0 and rec.labels[k]:
+                        labels[r] = cls_index[rec.labels[k]]
+                    for key, vals in (("group", rec.groups), ("split", rec.splits)):
+                        if not meta[key][r] and vals[k]:
+                            meta[key][r] = vals[k]
                     continue
                 index[sid] = len(ids)
                 ids.append(sid)

@@ -145,7 +145,7 @@ def _deep_plans(cfg: ExtractConfig, runtime) -> list[DeepPlan]:
     plans = []
     for bname in cfg.backbones:
         bb = build(bname, weights=cfg.weights, layers=list(cfg.layers) or None, pooling=cfg.pooling)
-        base = _safe(bb.spec.name)
+        base = _safe(bb.spec.name.rsplit("/", 1)[-1])
         if bb.weights.source == "none":
             base += "_random"
         elif bb.weights.source == "file":
@@ -194,6 +194,24 @@ def _cached_deep_sets(cfg: ExtractConfig, state: C.CacheState, ids: list[str]) -
             return None
         names.extend(sorted(hits))
     return names
+
+
+def _metadata_updates(samples, state: C.CacheState, computing: set[str]) -> C.BatchRecord:
+    """Labels, groups or splits the sources now give for cached samples that had none."""
+    rec = C.BatchRecord()
+    row = {i: r for r, i in enumerate(state.ids)}
+    for s in samples:
+        r = row.get(s.id)
+        if r is None or s.id in computing:
+            continue
+        if (s.label and not state.labels[r]) or (s.group and not state.groups[r]) or (s.split and not state.splits[r]):
+            rec.ids.append(s.id)
+            rec.paths.append(s.path)
+            rec.labels.append(s.label or "")
+            rec.groups.append(s.group)
+            rec.splits.append(s.split)
+            rec.duplicate_of.append(s.duplicate_of)
+    return rec
 
 
 def _assign_names(sets: list, state: C.CacheState) -> None:
@@ -349,6 +367,9 @@ def _run(sources: list, cache: Path, cfg: ExtractConfig, progress: bool) -> Extr
                 else:
                     summary.reused += 1
         failures = [(f.path, f.reason, "source") for f in scan.failures]
+        updates = _metadata_updates(scan.samples, state, {i.sample.id for i in items})
+        if updates.ids:
+            C.Journal(cache).append(updates)
         if items:
             _extract_items(items, plans, hand, cfg, runtime, cache, summary, progress, failures)
         elif failures:

@@ -10,7 +10,7 @@ Weights (``weights=``):
   its weights enum's DEFAULT). Failing that, a WeightsError that says how to get weights.
 - a path: a local state dict (``torch.load(weights_only=True)``), efficientnet_pytorch naming
   converted for EfficientNet(-Lite) architectures.
-- ``"none"``: random initialisation, recorded as such in every config.
+- ``"none"``: random initialisation from a fixed seed, recorded (with its digest) in every config.
 """
 from __future__ import annotations
 
@@ -25,6 +25,14 @@ from featx.errors import BackboneError, WeightsError
 # featx name -> (library, architecture)
 ALIASES: dict[str, tuple[str, str]] = {alias: ("timm", arch) for alias, arch in W.ALIAS_ARCH.items()}
 DEFAULT_BACKBONE = "efficientnet_lite0"
+RANDOM_INIT_SEED = 0  # --weights none is seeded, so equal configs give equal features
+
+
+def _seeded(make):
+    import torch
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        return make()
 
 
 @dataclass(frozen=True)
@@ -114,8 +122,8 @@ def _build_timm(spec: BackboneSpec, weights):
             info = W.WeightsInfo("timm", W.sha256_state_dict(model.state_dict()),
                                  tag=model.pretrained_cfg.get("tag"))
     elif str(weights).lower() == "none":
-        model = timm.create_model(spec.arch, pretrained=False)
-        info = W.WeightsInfo("none", None)
+        model = _seeded(lambda: timm.create_model(spec.arch, pretrained=False))
+        info = W.WeightsInfo("none", W.sha256_state_dict(model.state_dict()), tag=f"seed{RANDOM_INIT_SEED}")
     else:
         model = timm.create_model(spec.arch, pretrained=False)
         W.load_into(model, W.read_state_dict(weights), weights, ignore_prefixes=_timm_classifier_prefixes(model))
@@ -158,8 +166,8 @@ def _build_torchvision(spec: BackboneSpec, weights):
             raise _download_error(spec, e) from None
         info = W.WeightsInfo("torchvision", W.sha256_state_dict(model.state_dict()), tag=str(default))
     elif str(weights).lower() == "none":
-        model = torchvision.models.get_model(spec.arch, weights=None)
-        info = W.WeightsInfo("none", None)
+        model = _seeded(lambda: torchvision.models.get_model(spec.arch, weights=None))
+        info = W.WeightsInfo("none", W.sha256_state_dict(model.state_dict()), tag=f"seed{RANDOM_INIT_SEED}")
     else:
         model = torchvision.models.get_model(spec.arch, weights=None)
         last = _last_linear(model)
