@@ -14,7 +14,7 @@ The model, for an input row ``x`` (``n_features``)::
 ``coef_`` minimizes ``sum_i w_i ||t_i - h_i @ coef_ - intercept_||**2 + alpha * ||coef_||_F**2``:
 the intercept (the "bias column" of the read-out) is *not* penalized, as in
 :class:`sklearn.linear_model.Ridge`. It is obtained by centering: with the weighted means
-``m_h`` of the hidden activations and ``m_t`` of the targets,
+``m_h`` of the hidden activations and ``m_t`` of the targets::
 
     (H^T W H - s m_h m_h^T + alpha I) coef_ = H^T W T - s m_h m_t^T,   intercept_ = m_t - m_h @ coef_
 
@@ -27,7 +27,8 @@ symmetric eigendecomposition with tiny eigenvalues cut off (minimum-norm least s
 
 All arithmetic is float64. With ``device="cuda"`` the hidden layer and the accumulation of the normal
 equations run in torch on the GPU (still float64); the small final solve runs on the CPU in SciPy.
-Fitted attributes are always NumPy arrays, so a model fitted on a GPU pickles and predicts anywhere.
+Fitted attributes are always NumPy arrays, so a model fitted on a GPU pickles and predicts anywhere
+(with ``device`` "cpu" or "auto" there).
 """
 from __future__ import annotations
 
@@ -195,31 +196,38 @@ class _BaseELM(BaseEstimator):
         self._fit_input_scaling(X, sw, chunk)
         self._draw_hidden_layer(X, sw, rng, n_features, chunk)
 
+        # The activations are accumulated relative to a fixed shift, the hidden layer at the
+        # mean input, so that centering below subtracts small numbers from small numbers
+        # (H^T W H - s m m^T loses digits when the activations' mean dwarfs their spread).
+        # The shift does not depend on chunk_size.
+        shift = self._hidden_numpy(self.mean_[None, :])[0]
         L, k = self.n_hidden, T.shape[1]
         if dev is None:
             G = np.zeros((L, L))
             HtT = np.zeros((L, k))
             hsum = np.zeros(L)
+            sq = np.sqrt(sw)
             for start in range(0, n_samples, chunk):
                 rows = slice(start, start + chunk)
                 H = self._hidden_numpy(X[rows])
-                Hw = H * sw[rows, None]
-                G += Hw.T @ H
-                HtT += Hw.T @ T[rows]
-                hsum += Hw.sum(axis=0)
+                H -= shift
+                hsum += sw[rows] @ H
+                H *= sq[rows, None]
+                G += H.T @ H  # NumPy runs A.T @ A as a symmetric rank-k update (syrk)
+                HtT += H.T @ (T[rows] * sq[rows, None])
         else:
-            G, HtT, hsum = self._accumulate_torch(X, T, sw, dev, chunk)
+            G, HtT, hsum = self._accumulate_torch(X, T, sw, shift, dev, chunk)
 
         s = sw.sum()
-        m_h = hsum / s
+        m_h = hsum / s  # weighted mean of the shifted activations
         m_t = (sw @ T) / s
         A = G - s * np.outer(m_h, m_h)
-        A = 0.5 * (A + A.T)  # exact symmetry (Hw.T @ H is symmetric only up to rounding)
+        A = 0.5 * (A + A.T)  # exact symmetry whatever the accumulation did
         A.flat[:: L + 1] += self.alpha
         B = HtT - s * np.outer(m_h, m_t)
         coef = _solve_spd(A, B)
         self.coef_ = coef
-        self.intercept_ = m_t - m_h @ coef
+        self.intercept_ = m_t - (m_h + shift) @ coef
         return self
 
     def _fit_input_scaling(self, X, sw, chunk):
@@ -341,10 +349,11 @@ class _BaseELM(BaseEstimator):
             return torch.sigmoid(A)
         return torch.relu(A)
 
-    def _accumulate_torch(self, X, T, sw, dev, chunk):
+    def _accumulate_torch(self, X, T, sw, shift, dev, chunk):
         import torch
 
         p = self._torch_params(dev)
+        shift = torch.as_tensor(shift, device=dev)
         L, k = self.n_hidden, T.shape[1]
         f64 = torch.float64
         G = torch.zeros((L, L), dtype=f64, device=dev)
@@ -353,12 +362,12 @@ class _BaseELM(BaseEstimator):
         with torch.no_grad():
             for start in range(0, X.shape[0], chunk):
                 rows = slice(start, start + chunk)
-                H = self._hidden_torch(X[rows], p)
+                H = self._hidden_torch(X[rows], p) - shift
                 w = torch.as_tensor(sw[rows], device=dev)
-                Hw = H * w[:, None]
-                G += Hw.T @ H
-                HtT += Hw.T @ torch.as_tensor(T[rows], device=dev)
-                hsum += Hw.sum(dim=0)
+                hsum += w @ H
+                H *= torch.sqrt(w)[:, None]
+                G += H.T @ H
+                HtT += H.T @ (torch.as_tensor(T[rows], device=dev) * torch.sqrt(w)[:, None])
         return G.cpu().numpy(), HtT.cpu().numpy(), hsum.cpu().numpy()
 
     # ---- prediction ----------------------------------------------------------------------------
@@ -624,8 +633,7 @@ class ELMClassifier(ClassifierMixin, _BaseELM):
         """
         f = self.decision_function(X)
         if f.ndim == 1:
-            p1 = expit(2.0 * f)
-            return np.column_stack([1.0 - p1, p1])
+            return np.column_stack([expit(-2.0 * f), expit(2.0 * f)])
         f = f - f.max(axis=1, keepdims=True)
         np.exp(f, out=f)
         f /= f.sum(axis=1, keepdims=True)
