@@ -446,15 +446,17 @@ _PARAMS_DOC = """
     n_hidden : int, default=1000
         Number of random hidden units. Cost of ``fit`` is ``O(n_samples * n_hidden *
         (n_features + n_hidden) + n_hidden**3)``, memory ``O(n_hidden**2 + chunk_size * n_hidden)``.
-        1000 is a good start for frozen CNN features (a few hundred to a few thousand dimensions);
-        more units rarely hurt with a tuned ``alpha``, they only cost time.
+        1000 suits frozen CNN features (a few hundred to a few thousand dimensions) and data
+        sets of hundreds to tens of thousands of rows; fit time grows with ``n_hidden**2``.
 
     activation : {"tanh", "sigmoid", "relu", "rbf"}, default="tanh"
         Hidden-unit non-linearity. "tanh", "sigmoid" and "relu" apply to a random projection
         ``z @ hidden_weights_ + hidden_bias_``. "rbf" is a Gaussian of the distance to
-        ``n_hidden`` centers drawn from the (scaled) training rows, with probability
-        proportional to ``sample_weight``; width rule: ``sigma`` = median distance between
-        distinct centers, ``gamma_ = weight_scale**2 / (2 * sigma**2)``.
+        ``n_hidden`` centers drawn with replacement from the (scaled) training rows, with
+        probability proportional to ``sample_weight`` (the draw does not depend on the row
+        order); width rule: ``sigma`` = median distance between distinct centers (at most 500
+        of them), ``gamma_ = weight_scale**2 / (2 * sigma**2)``. "rbf" wants a smaller
+        ``alpha`` than the projection units (about 1).
 
     alpha : float, default=100.0
         Ridge penalty on the output weights ``coef_`` (the intercept is not penalized). As in
@@ -468,9 +470,9 @@ _PARAMS_DOC = """
     weight_scale : float, default=1.0
         Spread of the random hidden layer. Projection units draw weights from
         ``N(0, weight_scale**2 / n_features)`` and biases from ``N(0, weight_scale**2)``, so on
-        scaled inputs each pre-activation has a standard deviation of about ``weight_scale``
-        (more when features are correlated): larger values make units more non-linear
-        (saturating), smaller ones more linear. For "rbf" it multiplies the inverse width.
+        scaled inputs each pre-activation has a standard deviation of about ``weight_scale``:
+        larger values make units more non-linear (saturating), smaller ones more linear. For
+        "rbf" it multiplies the inverse width.
 
     input_scaling : {"global", "standard"} or None, default="global"
         How inputs are scaled before the hidden layer, from (weighted) training statistics
@@ -646,8 +648,8 @@ class ELMRegressor(RegressorMixin, _BaseELM):
 
     Single and multi-output targets; the outputs are fitted by weighted ridge regression
     with an unpenalized intercept (see :mod:`featx.heads.elm`). Targets are used as given:
-    the ridge solution is equivariant to their scale, but ``alpha`` trades off against the
-    hidden-layer scale, so very large or tiny targets need no special treatment.
+    the fit is equivariant to their scale (scaling ``y`` scales the predictions), so they
+    need no scaling.
 """
         + _PARAMS_DOC
         + """
