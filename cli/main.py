@@ -6,6 +6,9 @@ import click
 from cli.common import setup_logging
 from cli.extract import extract_cmd
 from cli.info import info_cmd
+from cli.fit import fit_cmd
+from cli.predict import predict_cmd
+from cli.compare import compare_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,6 +21,9 @@ def main(verbose):
 
 main.add_command(extract_cmd)
 main.add_command(info_cmd)
+main.add_command(fit_cmd)
+main.add_command(predict_cmd)
+main.add_command(compare_cmd)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,91 @@
+"""featx fit: train a head on cached features, evaluate it, save the model bundle."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from cli.common import handle_errors, split_list
+
+
+def parse_params(values) -> dict:
+    """--param C=3 --param gamma=scale -> {"C": 3, "gamma": "scale"} (values parsed as JSON when they can be)."""
+    out = {}
+    for item in values or ():
+        if "=" not in item:
+            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--param")
+        key, val = item.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(val)
+        except json.JSONDecodeError:
+            out[key.strip()] = val.strip()
+    return out
+
+
+def _ci(block, key):
+    lo, hi = (block.get("ci95") or {}).get(key, [None, None])
+    return f" ({lo:.3f}-{hi:.3f})" if lo is not None else ""
+
+
+def summary_line(result) -> str:
+    m = result.primary
+    where = "test" if result.evaluation.name == "test" else f"{m.get('n_splits')}-fold CV"
+    auc = "n/a" if m.get("auc") is None else f"{m['auc']:.3f}{_ci(m, 'auc')}"
+    return (f"{result.head} on {'+'.join(result.feature_sets)}: {where} ACC {m['accuracy']:.3f}{_ci(m, 'accuracy')} "
+            f"AUC {auc} balanced ACC {m['balanced_accuracy']:.3f} "
+            f"[{json.dumps(result.best_params, sort_keys=True, default=str)}]")
+
+
+def common_options(fn):
+    """Options fit and compare share."""
+    opts = [
+        click.option("--cv", "cv", type=int, default=5, show_default=True, help="Folds for CV (evaluation without a test split, and tuning without a val split)."),
+        click.option("--search", type=click.Choice(["grid", "random", "none"]), default="grid", show_default=True, help="Hyper-parameter search over the head's default space."),
+        click.option("--n-iter", type=int, default=20, show_default=True, help="Candidates for --search random."),
+        click.option("--pca", default=None, help="PCA inside the pipeline: components (128) or variance fraction (0.95)."),
+        click.option("--select-k", type=int, default=None, help="Keep the K features with the highest ANOVA F (training rows only)."),
+        click.option("--variance-threshold", type=float, default=0.0, show_default=True, help="Drop standardized features with variance <= this (0 drops constants)."),
+        click.option("--fusion-weights", type=click.Choice(["equal", "none"]), default="equal", show_default=True, help="equal: each fused set carries the same total variance; none: plain concatenation."),
+        click.option("--class-weight", type=click.Choice(["balanced", "none"]), default="none", show_default=True, help="Reweight classes (imbalanced data)."),
+        click.option("--scoring", type=click.Choice(["auc", "balanced_accuracy", "accuracy"]), default="auc", show_default=True, help="What the search maximizes."),
+        click.option("--protocol", type=click.Choice(["auto", "split", "cv"]), default="auto", show_default=True, help="auto: the cache's train/val/test split if it has one, else (grouped) CV."),
+        click.option("--refit-on", type=click.Choice(["train+val", "train"]), default="train+val", show_default=True, help="Rows the tuned model is refitted on before the test split (split protocol)."),
+        click.option("--bootstrap", "n_boot", type=int, default=1000, show_default=True, help="Bootstrap resamples for the 95% CIs (0: none)."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--drop-nonfinite", is_flag=True, help="Drop rows with NaN/Inf features instead of stopping."),
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
+def fit_kwargs(cv, search, n_iter, pca, select_k, variance_threshold, fusion_weights, class_weight, scoring,
+               protocol, refit_on, n_boot, seed, drop_nonfinite) -> dict:
+    return dict(cv=cv, search=search, n_iter=n_iter, pca=pca, select_k=select_k,
+                variance_threshold=variance_threshold, fusion_weights=fusion_weights,
+                class_weight=None if class_weight == "none" else class_weight, scoring=scoring,
+                protocol=protocol, refit_on=refit_on, n_boot=n_boot, seed=seed, drop_nonfinite=drop_nonfinite)
+
+
+@click.command("fit")
+@click.argument("cache", type=click.Path(exists=True, dir_okay=False))
+@click.option("--features", "features", multiple=True, required=True, help="Feature set(s) to fuse: a,b (see `featx info`).")
+@click.option("--head", type=click.Choice(["svm", "rf", "xgboost", "elm", "logreg", "knn"]), default="svm", show_default=True)
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False), help="Model bundle to write (MODEL.joblib, plus MODEL.joblib.sha256).")
+@click.option("--report", "report", type=click.Path(file_okay=False), default=None, help="Write metrics.json, report.md/.html and plots here.")
+@click.option("--param", "params", multiple=True, help="Fix a head parameter: --param C=3 (repeatable; removed from the search).")
+@click.option("--jobs", "n_jobs", type=int, default=-1, show_default=True, help="Parallel search candidates (-1: all cores).")
+@common_options
+@handle_errors
+def fit_cmd(cache, features, head, output, report, params, n_jobs, **kw):
+    """Fit a HEAD on feature sets of CACHE, evaluate it and save the model."""
+    from featx.fit import fit
+
+    result = fit(cache, split_list(features), head, params=parse_params(params), n_jobs=n_jobs, **fit_kwargs(**kw))
+    path = result.save(output)
+    click.echo(summary_line(result) + f" -> {path}")
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    if report:
+        files = result.write_report(report)
+        click.echo(f"report: {files['html']}")

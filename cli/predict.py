@@ -1,0 +1,53 @@
+"""featx predict: apply a saved model to images (through the cache) or to a cache."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from cli.common import handle_errors
+
+
+def _is_cache(path: str) -> bool:
+    """An existing HDF5 file written by featx (not an image source)."""
+    try:
+        import h5py
+
+        if not h5py.is_hdf5(path):
+            return False
+        with h5py.File(path, "r") as f:
+            return "featx_layout_version" in f.attrs
+    except (OSError, ValueError):
+        return False
+
+
+@click.command("predict")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("sources", nargs=-1, required=True)
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False), help="CSV to write: one row per sample.")
+@click.option("--cache", "cache", type=click.Path(dir_okay=False), default=None, help="Cache to extract into (kept; reused next time). Default: a temporary file.")
+@click.option("--trust", is_flag=True, help="Load the model even if its .sha256 sidecar is missing or does not match.")
+@click.option("--device", default=None, help="Extraction device (auto|cpu|cuda...).")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--workers", type=int, default=None)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@handle_errors
+def predict_cmd(model, sources, output, cache, trust, device, batch_size, workers, quiet):
+    """Predict with MODEL on SOURCES: image folders/files/npz/DICOM/manifests (features are
+    extracted with the model's extractor settings), or a featx cache (.h5)."""
+    from featx.errors import FeatxError
+    from featx.fit import predict
+
+    caches = [s for s in sources if _is_cache(s)]
+    if caches:
+        if len(sources) > 1 or cache:
+            raise FeatxError("give either one cache or image sources (with --cache to keep their features)")
+        df = predict(model, cache=caches[0], out=output, trust=trust)
+    else:
+        opts = {k: v for k, v in dict(device=device, batch_size=batch_size, workers=workers).items() if v is not None}
+        opts["progress"] = not quiet and sys.stderr.isatty()
+        df = predict(model, list(sources), cache=cache, out=output, trust=trust, extract_options=opts)
+    failed = int((df["predicted_index"] < 0).sum())
+    click.echo(f"{len(df)} rows ({failed} without a prediction) -> {output}")
+    for note in df.attrs.get("notes", []):
+        click.echo(f"note: {note}", err=True)
