@@ -443,16 +443,7 @@ def _extract_items(items, plans, hand, cfg, runtime, cache, summary, progress, f
                 x = torch.stack([t for _, t in rows])
                 if on_cuda:
                     x = x.pin_memory()
-                x = x.to(runtime.device, non_blocking=True)
-                if runtime.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.inference_mode():
-                    if runtime.autocast_dtype is not None:
-                        with torch.autocast(device_type=runtime.device_type, dtype=runtime.autocast_dtype):
-                            feats = model(x)
-                    else:
-                        feats = model(x)
-                feats = {k: v.float().cpu().numpy() for k, v in feats.items()}
+                feats = run_model(model, x, runtime)
                 ids = [item.sample.id for item, _ in rows]
                 for dset in plan.sets:
                     X = np.concatenate([feats[t] for t in dset.taps], axis=1)
@@ -477,6 +468,21 @@ def _extract_items(items, plans, hand, cfg, runtime, cache, summary, progress, f
     source_failures = [f for f in failures if f[2] == "source"]
     if source_failures:
         journal.append(C.BatchRecord(failures=source_failures))
+
+
+def run_model(model, x, runtime) -> dict[str, np.ndarray]:
+    """One batch through a FeatureModel on the run's device and precision -> float32 numpy per tap."""
+    import torch
+    x = x.to(runtime.device, non_blocking=True)
+    if runtime.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        if runtime.autocast_dtype is not None:
+            with torch.autocast(device_type=runtime.device_type, dtype=runtime.autocast_dtype):
+                feats = model(x)
+        else:
+            feats = model(x)
+    return {k: v.float().cpu().numpy() for k, v in feats.items()}
 
 
 def _check_finite(X: np.ndarray, name: str, paths: list[str]) -> None:
