@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from cli.common import setup_logging
+from cli.demo import demo_cmd
 from cli.extract import extract_cmd
 from cli.info import info_cmd
 from cli.fit import fit_cmd
@@ -19,6 +20,7 @@ def main(verbose):
     setup_logging(verbose=verbose)
 
 
+main.add_command(demo_cmd)
 main.add_command(extract_cmd)
 main.add_command(info_cmd)
 main.add_command(fit_cmd)
