@@ -248,7 +248,7 @@ class SetRows:
     config: dict
     kind: str
     ids: list[str]
-    X: np.ndarray
+    X: np.ndarray | tuple   # rows, or (journal file, key) when read back lazily
     request: str = ""   # key of the user-level options that produced this set (see featx.extract)
 
 
@@ -314,12 +314,19 @@ def _read_record(path: Path) -> BatchRecord | None:
                               groups=list(z["groups"]), splits=list(z["splits"]), duplicate_of=list(z["dups"]),
                               failures=list(zip(z["fail_path"], z["fail_reason"], z["fail_stage"])))
             for k in range(int(z["n_sets"])):
+                # X stays on disk: commit reads it set by set, so memory does not grow with the run
                 rec.sets.append(SetRows(str(z[f"set{k}_name"]), json.loads(str(z[f"set{k}_config"])),
-                                        str(z[f"set{k}_kind"]), list(z[f"set{k}_ids"]), z[f"set{k}_X"],
+                                        str(z[f"set{k}_kind"]), list(z[f"set{k}_ids"]), (path, f"set{k}_X"),
                                         str(z[f"set{k}_request"]) if f"set{k}_request" in z.files else ""))
             return rec
     except Exception:
         return None  # a torn file can only come from outside featx (we rename complete files)
+
+
+def _load_rows(where) -> np.ndarray:
+    path, key = where
+    with np.load(path, allow_pickle=False) as z:
+        return np.asarray(z[key], dtype=np.float32)
 
 
 def pending_records(cache: str | Path) -> list[Path]:
@@ -408,7 +415,7 @@ def commit(cache: str | Path, featx_version: str | None = None) -> dict:
                 if s.request and s.request not in req:
                     req.append(s.request)
                 r = np.array([index[i] for i in s.ids], dtype=np.int64)
-                rows.setdefault(s.name, []).append((r, np.asarray(s.X, np.float32)))
+                rows.setdefault(s.name, []).append((r, s.X))
 
         # 3. failures: newest word per path; a path that now has a sample is no longer failed
         fails: dict[str, tuple[str, str]] = {}
@@ -440,7 +447,7 @@ def commit(cache: str | Path, featx_version: str | None = None) -> dict:
                     if name in existing:
                         d = old["features"][name].shape[1]
                     else:
-                        d = rows[name][0][1].shape[1]
+                        d = _load_rows(rows[name][0][1]).shape[1]
                     chunk_rows = max(1, min(1024, (1 << 20) // max(1, 4 * d)))
                     ds = fg.create_dataset(name, shape=(n, d), maxshape=(None, d), dtype=np.float32,
                                            chunks=(chunk_rows, d), compression="gzip", compression_opts=1,
@@ -455,7 +462,8 @@ def commit(cache: str | Path, featx_version: str | None = None) -> dict:
                         for a in range(0, n_old, step):
                             ds[a:min(n_old, a + step)] = src[a:min(n_old, a + step)]
                         ok[:n_old] = old["features"][name + "_ok"][()].astype(bool)
-                    for r, X in rows.get(name, []):
+                    for r, where in rows.get(name, []):
+                        X = _load_rows(where)
                         if X.shape[1] != d:
                             raise CacheError(f"feature set {name!r} has width {d} but a journal record has "
                                              f"{X.shape[1]}", cache)
