@@ -35,7 +35,7 @@ def _plt():
 
 
 def _fmt(v, digits: int = 3) -> str:
-    if v is None:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
         return "–"
     if isinstance(v, float):
         return f"{v:.{digits}f}"

@@ -208,7 +208,7 @@ def make_head(name: str, *, class_weight: Any = None, seed: int | None = 0, **pa
 
         cls, base = KNeighborsClassifier, dict(n_neighbors=11, weights="distance")
     else:  # elm
-        cls, base = ELMHead, dict(n_hidden=1000, alpha=1.0, class_weight=class_weight,
+        cls, base = ELMHead, dict(n_hidden=1000, alpha=100.0, class_weight=class_weight,
                                   random_state=seed)
     base.update(params)
     valid = set(cls().get_params(deep=False))

@@ -1,0 +1,63 @@
+"""featx.report: metrics.json, Markdown, HTML and PNG plots for fit results and leaderboards."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from featx.fit import fit, table_from_arrays
+from featx.report import write_leaderboard
+from fit_helpers import split_labels, toy_data
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _table(n=200, n_classes=2, splits=True, seed=0):
+    sets, y = toy_data(n, n_classes=n_classes, seed=seed)
+    return table_from_arrays(np.hstack([sets["a"], sets["b"]]), y, sets={"a": 20, "b": 6},
+                             splits=split_labels(n, seed) if splits else None,
+                             class_names=[f"class {k}" for k in range(n_classes)])
+
+
+def test_fit_report_on_a_test_split(tmp_path):
+    res = fit(_table(), "a,b", "logreg", search="none", n_boot=100)
+    files = res.write_report(tmp_path / "rep")
+    names = {p.name for p in (tmp_path / "rep").iterdir()}
+    assert names == {"metrics.json", "report.md", "report.html", "roc.png", "pr.png", "confusion.png",
+                     "predictions.csv"}
+    metrics = json.loads(files["metrics"].read_text())
+    t = metrics["test"]
+    assert {"accuracy", "balanced_accuracy", "auc", "f1", "per_class", "confusion_matrix", "ci95"} <= set(t)
+    assert 0 <= t["accuracy"] <= 1 and t["ci95"]["auc"][0] <= t["auc"] <= t["ci95"]["auc"][1]
+    assert "cv" not in metrics and metrics["protocol"]["kind"] == "split" and metrics["model"]["head"] == "logreg"
+    for png in ("roc.png", "pr.png", "confusion.png"):
+        assert (tmp_path / "rep" / png).read_bytes()[:8] == PNG
+    md = files["markdown"].read_text()
+    assert "| AUC |" in md and "sensitivity (95% CI)" in md and "![ROC](roc.png)" in md
+    html = files["html"].read_text()
+    assert html.startswith("<!doctype html>") and "<img src='roc.png'" in html and "class 1" in html
+    preds = pd.read_csv(files["predictions"])
+    assert len(preds) == t["n"] and {"true_label", "predicted_label", "score_class 0", "score_class 1"} <= set(preds)
+
+
+def test_fit_report_on_cv_with_three_classes(tmp_path):
+    res = fit(_table(150, n_classes=3, splits=False, seed=1), "a", "svm", search="none", cv=3, n_boot=50)
+    files = res.write_report(tmp_path)
+    metrics = json.loads(files["metrics"].read_text())
+    assert "test" not in metrics and metrics["cv"]["n_splits"] == 3 and len(metrics["cv"]["folds"]) == 3
+    assert "## Folds" in files["markdown"].read_text() and "one-vs-rest" in files["markdown"].read_text()
+    assert files["roc"].read_bytes()[:8] == PNG
+
+
+def test_leaderboard_files(tmp_path):
+    board = pd.DataFrame({"rank": [1, 2], "features": ["a+b", "a"], "head": ["svm", "rf"], "evaluated_on": "test",
+                          "accuracy": [0.9, 0.8], "accuracy_lo": [0.85, 0.7], "accuracy_hi": [0.95, 0.9],
+                          "balanced_accuracy": [0.88, 0.75], "auc": [0.95, None], "auc_lo": [0.9, None],
+                          "auc_hi": [0.99, None], "f1": [0.87, 0.7], "n_features": [26, 20],
+                          "params": ["{}", "{}"], "seconds": [1.0, 2.0]})
+    files = write_leaderboard(board, tmp_path / "lb.csv", {"kind": "split"})
+    assert pd.read_csv(files["csv"]).shape == (2, 15)
+    md = files["markdown"].read_text()
+    assert "0.950 (0.900–0.990)" in md and "| 2 | a | rf | – |" in md and "test split" in md
+    assert files["plot"].read_bytes()[:8] == PNG
