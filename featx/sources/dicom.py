@@ -22,6 +22,11 @@ WINDOW_PRESETS: dict[str, tuple[float, float]] = {
 }
 
 
+def _one_line(e: Exception) -> str:
+    """An exception's text on one line (pydicom lists its plugins' errors on several)."""
+    return " ".join(str(e).split())
+
+
 def is_dicom(head: bytes) -> bool:
     return len(head) >= 132 and head[128:132] == b"DICM"
 
@@ -31,7 +36,7 @@ def read_header(path: str):
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
     except Exception as e:
-        raise DecodeError(f"cannot read DICOM header ({type(e).__name__}: {e})", path) from None
+        raise DecodeError(f"cannot read DICOM header ({type(e).__name__}: {_one_line(e)})", path) from None
 
 
 def n_frames(ds) -> int:
@@ -84,7 +89,7 @@ def read_hu(path: str, frame: int | None = None) -> tuple[np.ndarray, object]:
     try:
         ds = pydicom.dcmread(path)
     except Exception as e:
-        raise DecodeError(f"cannot read DICOM ({type(e).__name__}: {e})", path) from None
+        raise DecodeError(f"cannot read DICOM ({type(e).__name__}: {_one_line(e)})", path) from None
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise DecodeError("DICOM has no pixel data", path)
     try:
@@ -92,9 +97,10 @@ def read_hu(path: str, frame: int | None = None) -> tuple[np.ndarray, object]:
     except Exception as e:
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(ts, "name", ts)
-        raise DecodeError(
-            f"cannot decode DICOM pixel data (transfer syntax {name}: {e}); install a decoder "
-            "such as pylibjpeg[all] or gdcm for compressed DICOM", path) from None
+        hint = ("; install a decoder such as pylibjpeg[all] or gdcm for compressed DICOM"
+                if getattr(ts, "is_compressed", False) else "")
+        raise DecodeError(f"cannot decode DICOM pixel data (transfer syntax {name}: {_one_line(e)}){hint}",
+                          path) from None
     if n_frames(ds) > 1:
         arr = arr[frame or 0]
     if arr.ndim == 3 and arr.shape[-1] == 3:  # colour DICOM (e.g. RGB ultrasound)
