@@ -44,7 +44,7 @@ def common_options(fn):
         click.option("--n-iter", type=int, default=20, show_default=True, help="Candidates for --search random."),
         click.option("--pca", default=None, help="PCA inside the pipeline: components (128) or variance fraction (0.95)."),
         click.option("--select-k", type=int, default=None, help="Keep the K features with the highest ANOVA F (training rows only)."),
-        click.option("--variance-threshold", type=float, default=0.0, show_default=True, help="Drop standardized features with variance <= this (0 drops constants)."),
+        click.option("--variance-threshold", type=float, default=0.0, show_default=True, help="Per set, drop features whose training variance is <= this, before standardization (0 drops constant columns)."),
         click.option("--fusion-weights", type=click.Choice(["equal", "none"]), default="equal", show_default=True, help="equal: each fused set carries the same total variance; none: plain concatenation."),
         click.option("--class-weight", type=click.Choice(["balanced", "none"]), default="none", show_default=True, help="Reweight classes (imbalanced data)."),
         click.option("--scoring", type=click.Choice(["auc", "balanced_accuracy", "accuracy"]), default="auc", show_default=True, help="What the search maximizes."),

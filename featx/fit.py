@@ -282,15 +282,24 @@ def block_weights(set_dims: dict[str, int], mode: str = "equal") -> dict[str, fl
 def build_pipeline(set_slices: dict[str, slice], head, *, pca=None, select_k=None,
                    variance_threshold: float | None = 0.0, fusion_weights: str = "equal",
                    seed: int = 0) -> Pipeline:
-    """The unfitted pipeline for sets at ``set_slices`` (columns of X) and estimator ``head``."""
+    """The unfitted pipeline for sets at ``set_slices`` (columns of X) and estimator ``head``.
+
+    Per set: VarianceThreshold (on the raw values; 0 drops constant columns, None skips it) then
+    StandardScaler, each fitted on the training rows only; the sets are then weighted
+    (:func:`block_weights`) and concatenated, optionally reduced (:class:`Reduce`), and classified.
+    """
     dims = {name: sl.stop - sl.start for name, sl in set_slices.items()}
+
+    def per_set():
+        if variance_threshold is None:
+            return Pipeline([("scale", StandardScaler())])
+        return Pipeline([("variance", VarianceThreshold(float(variance_threshold))), ("scale", StandardScaler())])
+
     fuse = ColumnTransformer(
-        [(name, StandardScaler(), np.arange(sl.start, sl.stop)) for name, sl in set_slices.items()],
+        [(name, per_set(), np.arange(sl.start, sl.stop)) for name, sl in set_slices.items()],
         remainder="drop", transformer_weights=block_weights(dims, fusion_weights),
     )
     steps = [("fuse", fuse)]
-    if variance_threshold is not None:
-        steps.append(("variance", VarianceThreshold(float(variance_threshold))))
     if select_k or pca:
         steps.append(("reduce", Reduce(select_k=select_k, pca=pca, random_state=seed)))
     steps.append(("head", head))
@@ -705,8 +714,8 @@ def _one(table, sets, head, kwargs):
     t = time.perf_counter()
     try:
         res = fit(subset_table(table, sets), sets, head, final=False, **kwargs)
-    except FeatxError as exc:
-        return None, f"{'+'.join(sets)} / {head}: {exc}", time.perf_counter() - t
+    except Exception as exc:  # one failed run must not sink the others; it is listed, not hidden
+        return None, f"{'+'.join(sets)} / {head}: {type(exc).__name__}: {exc}", time.perf_counter() - t
     return res, None, time.perf_counter() - t
 
 

@@ -64,7 +64,7 @@ def test_per_set_standardisation_is_fitted_on_training_rows_only(split_cache):
     fuse = res.bundle.pipeline.named_steps["fuse"]
     sets, y = toy_data(240)
     refit = res.plan.refit_idx
-    np.testing.assert_allclose(fuse.named_transformers_["b"].mean_, sets["b"][refit].mean(0), rtol=1e-4)
+    np.testing.assert_allclose(fuse.named_transformers_["b"].named_steps["scale"].mean_, sets["b"][refit].mean(0), rtol=1e-4)
     assert fuse.transformer_weights is None
 
 
@@ -74,6 +74,18 @@ def test_every_head_fits_through_the_pipeline(split_cache, head):
     assert res.metrics["test"]["auc"] > (0.75 if head == "knn" else 0.85)  # knn: 2 informative of 20 dims
     assert hasattr(res.bundle.pipeline, "predict_proba")
     assert ("class_weight is ignored by the knn head" in res.notes) == (head == "knn")
+
+
+def test_constant_columns_are_dropped_per_set(tmp_path):
+    sets, y = toy_data(120)
+    sets["a"][:, 5] = 3.0
+    cache = write_cache(tmp_path / "const.h5", sets, y, splits=split_labels(120))
+    res = fit(cache, "a,b", "logreg", search="none", n_boot=0)
+    fuse = res.bundle.pipeline.named_steps["fuse"]
+    assert fuse.named_transformers_["a"].named_steps["variance"].get_support().sum() == 19
+    assert fuse.named_transformers_["b"].named_steps["variance"].get_support().sum() == 6
+    res = fit(cache, "a,b", "logreg", search="none", n_boot=0, variance_threshold=None)
+    assert "variance" not in res.bundle.pipeline.named_steps["fuse"].named_transformers_["a"].named_steps
 
 
 def test_random_search_pca_and_selection_sit_inside_the_pipeline(split_cache):
