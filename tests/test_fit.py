@@ -229,3 +229,23 @@ def test_breastmnist_svm_reaches_auc_087_and_predict_from_the_npz_gives_780_rows
     bundle_cfg = res.bundle.set_configs["efficientnet_lite0"]
     assert bundle_cfg["backbone"] == "efficientnet_lite0" and bundle_cfg["taps"] == ["head"]
     json.dumps(res.bundle.metrics)
+
+
+def test_ct_dicom_grouped_cv_end_to_end_keeps_patients_on_one_side(ct_dir, tmp_path):
+    """Real CT DICOMs (54 patients, 9 with both labels) -> firstorder features -> nested grouped CV."""
+    from featx.cache import load_features
+    from featx.extract import extract
+
+    cache = tmp_path / "ct.h5"
+    extract([ct_dir], cache, backbones=[], handcrafted="firstorder", progress=False)
+    t = load_features(cache, "firstorder")
+    y = np.array([1 if "CONTRAST_1" in p else 0 for p in t.paths])  # the label is in the file name
+    table = table_from_arrays(t.X, y, sets={"firstorder": t.X.shape[1]}, groups=t.groups, ids=t.ids,
+                              paths=t.paths, class_names=["no contrast", "contrast"])
+    assert len(set(t.groups)) == 54
+    res = fit(table, "firstorder", "logreg", cv=5, n_boot=100)
+    groups = np.asarray(t.groups, dtype=object)
+    assert res.plan.kind == "cv" and res.metrics["protocol"]["grouped"]
+    for tr, te in res.plan.folds:
+        assert not set(groups[tr]) & set(groups[te]), "a PatientID is on both sides of a fold"
+    assert res.metrics["cv"]["n"] == 100 and len(res.metrics["cv"]["folds"]) == 5
