@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -431,6 +432,7 @@ def commit(cache: str | Path, featx_version: str | None = None) -> dict:
 
         tmp = cache.parent / f"{cache.name}.tmp-{os.getpid()}"
         total_rows = 0
+        _check_space(cache, records_paths)
         try:
             with h5py.File(tmp, "w") as f:
                 f.attrs["featx_layout_version"] = LAYOUT_VERSION
@@ -480,9 +482,9 @@ def commit(cache: str | Path, featx_version: str | None = None) -> dict:
                     fl.create_dataset(key, data=np.array(vals, dtype=object), dtype=_str_dtype())
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
-        except OSError as e:
+        except (OSError, RuntimeError) as e:  # h5py reports a write that failed at close as RuntimeError
             tmp.unlink(missing_ok=True)
-            raise CacheError(f"cannot write the cache ({getattr(e, 'strerror', None) or e}); the cache is "
+            raise CacheError(f"cannot write the cache ({_io_reason(e)}); the cache is "
                              "unchanged and computed rows stay in its journal for the next run", cache) from None
     finally:
         if old is not None:
@@ -495,6 +497,31 @@ def commit(cache: str | Path, featx_version: str | None = None) -> dict:
     if d.is_dir() and not any(d.iterdir()):
         d.rmdir()
     return {"records": len(records), "new_samples": n - n_old, "rows": total_rows, "stale": stale}
+
+
+def _check_space(cache: Path, records_paths: list[Path]) -> None:
+    """Refuse a commit that cannot fit before HDF5 starts writing: after a failed write (ENOSPC)
+    libhdf5's objects are left broken and the process crashes (SIGSEGV) when they are freed."""
+    import shutil
+    try:  # the journal holds the new rows and names uncompressed: an upper bound of what they add
+        need = (cache.stat().st_size if cache.exists() else 0) + sum(p.stat().st_size for p in records_paths)
+        need = int(need * 1.05) + (64 << 10)
+        free = shutil.disk_usage(cache.parent).free
+    except OSError:
+        return
+    if free < need:
+        raise CacheError(f"cannot write the cache (No space left on device: about {need / 1e6:.1f} MB needed, "
+                         f"{free / 1e6:.1f} MB free); the cache is unchanged and computed rows stay in its "
+                         "journal for the next run", cache)
+
+
+def _io_reason(e: BaseException) -> str:
+    """One line saying why a write failed: the OS's words when HDF5 buried them in a long message."""
+    if getattr(e, "strerror", None):
+        return str(e.strerror)
+    text = " ".join(str(e).split())
+    m = re.search(r"error message = '([^']+)'", text)
+    return m.group(1) if m else (text or type(e).__name__)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -1,0 +1,379 @@
+"""Reliability and security of `featx extract` under real faults: kill -9 at chosen points (inside
+the atomic commit too), Ctrl-C, a second writer, a full disk; untrusted bundles, weights and
+manifests. Every run goes through the CLI in a subprocess, the way a user meets these faults."""
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from featx import cache as C
+from tests.conftest import ROOT, write_png
+
+sys.path.insert(0, str(ROOT / "bench"))
+import faults as F  # noqa: E402  (bench/faults.py: the same fault injection the bench runs)
+
+SET = F.TINY_SET
+
+
+def cli(*args, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def extract_argv(src, cache, *extra) -> list[str]:
+    return [sys.executable, "-m", "cli.main", "extract", str(src), "-o", str(cache), *F.TINY_ARGS,
+            "--batch-size", "8", "-q", *extra]
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if ln.startswith("featx: error:")]
+
+
+def wait_for(pred, proc, timeout=120.0, step=0.005):
+    t0 = time.time()
+    while time.time() - t0 < timeout and proc.poll() is None and not pred():
+        time.sleep(step)
+    assert proc.poll() is None, "the run ended before the fault could be injected"
+
+
+# ----------------------------------------------------------------------------------------------
+# kill -9
+
+
+@pytest.fixture(scope="module")
+def killbed(tmp_path_factory):
+    """60 chest X-rays + 3 bad files, a cache already holding a large filler set (so the commit that
+    rewrites it lasts long enough to be hit), and an uninterrupted run's result to compare with."""
+    work = tmp_path_factory.mktemp("kill")
+    src = work / "src"
+    F.make_chest_folder(src, 60, offset=100)
+    base = work / "base.h5"
+    F.make_filler_cache(base, rows=3000, dim=512)
+    filler = F.read_set(base, F.FILLER_SET)
+    ref_cache = work / "ref.h5"
+    shutil.copy(base, ref_cache)
+    r = subprocess.run(extract_argv(src, ref_cache), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    got = F.read_set(ref_cache, SET)
+    ref = {"ids": [i for i, o in zip(got["ids"], got["ok"]) if o], "X": got["X"][got["ok"]],
+           "failures": len(got["failures"])}
+    assert len(ref["ids"]) == 60 and ref["failures"] == 3
+    return work, src, base, filler, ref
+
+
+@pytest.mark.parametrize("kind", ["records", "commit", "recovery-commit"])
+def test_kill_9_then_rerun_equals_uninterrupted(killbed, kind):
+    """SIGKILL after some journal records, inside the final commit (the tmp file is being written),
+    or inside the next run's recovery commit: the cache opens with h5py after every kill, and the
+    re-run gives every row exactly once with the uninterrupted run's features (< 1e-5)."""
+    work, src, base, filler, ref = killbed
+    cache = work / f"{kind}.h5"
+    shutil.copy(base, cache)
+    argv = extract_argv(src, cache)
+    rng = random.Random(kind)
+    hits = []
+    if kind == "recovery-commit":
+        hits.append(F.kill_during(argv, cache, "records", rng))
+        assert C.pending_records(cache), "the first kill left no journal record to recover"
+        hits.append(F.kill_during(argv, cache, "commit", rng, commit_s=0.05))
+    else:
+        hits.append(F.kill_during(argv, cache, kind, rng, commit_s=0.05))
+    assert all(h["killed"] and h["returncode"] == -signal.SIGKILL for h in hits), hits
+    if kind != "records":
+        assert hits[-1]["in_commit"], f"the kill missed the commit: {hits}"
+    assert F.opens_with_h5py(cache)                       # the old file was never touched in place
+    assert F.compare(cache, {"ids": [], "X": ref["X"][:0]}, filler=filler)["filler_equal"]
+    r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    c = F.compare(cache, ref, filler=filler)
+    assert c == dict(c, missing=0, duplicated=0, unexpected=0, filler_missing=0, filler_equal=True,
+                     failures=3), c
+    assert c["max_diff"] < 1e-5 and c["rows"] == 60
+    assert not list(work.glob(f"{kind}.h5.tmp-*"))        # the dead commit's temporary file is gone
+    assert not C.pending_records(cache)
+
+
+def test_issue_check_600_xrays_and_3_bad_files_killed_then_rerun(tmp_path):
+    """The issue's scenario (tiny network here; bench/faults.py runs it with efficientnet_lite0):
+    kill -9 once the journal holds records, re-run: 600 rows, each exactly once, 3 failures."""
+    src = tmp_path / "src"
+    good, bad = F.make_chest_folder(src, 600)
+    cache = tmp_path / "c.h5"
+    argv = extract_argv(src, cache, "--batch-size", "32")
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(lambda: len(C.pending_records(cache)) >= 3, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    n_records = len(C.pending_records(cache))
+    r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert n_records >= 3 and "rows from an interrupted run" in r.stderr
+    with h5py.File(cache, "r") as f:
+        ids = [s.decode() for s in f["samples/id"][()]]
+        paths = sorted(s.decode() for s in f["samples/path"][()])
+        ok = f["features"][SET + "_ok"][()]
+        X = f["features"][SET][()]
+        failed = {s.decode(): w.decode() for s, w in zip(f["failures/path"][()], f["failures/reason"][()])}
+    assert len(ids) == 600 and len(set(ids)) == 600 and ok.all() and np.isfinite(X).all()
+    assert paths == sorted(good)
+    assert set(failed) == set(bad)
+    assert "empty" in failed[bad[0]] and "truncated" in failed[bad[1]] and "not an image" in failed[bad[2]]
+
+
+# ----------------------------------------------------------------------------------------------
+# Ctrl-C
+
+
+@pytest.fixture(scope="module")
+def small_src(tmp_path_factory):
+    src = tmp_path_factory.mktemp("sigint") / "src"
+    F.make_chest_folder(src, 80, bad=False, offset=200)
+    return src
+
+
+def test_ctrl_c_mid_run_stops_gracefully_with_summary_and_usable_cache(tmp_path, small_src):
+    cache = tmp_path / "c.h5"
+    argv = extract_argv(small_src, cache)
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: len(C.pending_records(cache)) >= 2, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Aborted" not in err
+    (line,) = out.strip().splitlines()
+    assert line.startswith("interrupted: ") and line.endswith(f"-> {cache} [{SET}]")
+    n = int(line.split()[1])
+    assert 16 <= n < 80 and "interrupted: saving what was computed" in err
+    t = C.load_features(cache, SET)                   # committed, usable as is
+    assert len(t) == n and len(set(t.ids)) == n and not C.pending_records(cache)
+    r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.startswith(f"{80 - n} extracted, {n} reused, 0 failed")
+    assert len(C.load_features(cache, SET)) == 80
+
+
+def test_ctrl_c_before_the_first_batch_exits_130_without_traceback(tmp_path, small_src):
+    """Ctrl-C while the model is being built (the lock is held, no batch done yet) used to end in
+    click's 'Aborted!' with exit code 1."""
+    cache = tmp_path / "c.h5"
+    proc = subprocess.Popen(extract_argv(small_src, cache), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: C.lock_path(cache).exists(), proc, step=0.001)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err and "Aborted" not in err
+    assert out.startswith(f"interrupted: stopped before the run's summary -> {cache}")
+    assert F.opens_with_h5py(cache)
+    r = subprocess.run(extract_argv(small_src, cache), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and len(C.load_features(cache, SET)) == 80
+
+
+# ----------------------------------------------------------------------------------------------
+# Two writers
+
+
+def test_second_writer_is_refused_in_one_line_and_first_finishes(tmp_path, small_src):
+    cache = tmp_path / "c.h5"
+    first = subprocess.Popen(extract_argv(small_src, cache), cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: len(C.pending_records(cache)) >= 1, first)
+    second = subprocess.run(extract_argv(small_src, cache), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert first.poll() is None, "the first run ended before the second started"
+    out, err = first.communicate(timeout=300)
+    assert second.returncode == 2 and "Traceback" not in second.stderr and second.stdout == ""
+    assert error_lines(second.stderr) == [
+        f"featx: error: {cache}: cache is in use by another featx process (its lock c.h5.lock is held); "
+        "wait for it to finish"]
+    assert first.returncode == 0, err
+    t = C.load_features(cache, SET)
+    assert len(t) == 80 and len(set(t.ids)) == 80 and F.opens_with_h5py(cache)
+
+
+# ----------------------------------------------------------------------------------------------
+# Disk full
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill up: {r.stderr.strip() or r.returncode}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def fill(mnt: Path, leave: int) -> Path:
+    p = mnt / "filler.bin"
+    p.unlink(missing_ok=True)
+    p.write_bytes(b"\0" * max(0, shutil.disk_usage(mnt).free - leave))
+    return p
+
+
+def test_disk_full_during_commit_is_one_line_and_cache_stays_valid(tmpfs, tmp_path):
+    """No room for the new cache file: this used to end in an h5py RuntimeError traceback, then a
+    segfault (libhdf5 objects left broken by ENOSPC), and a CACHE.h5.tmp-<pid> file left behind."""
+    src = tmp_path / "src"
+    F.make_chest_folder(src, 24, bad=False, offset=400)
+    cache = tmpfs / "c.h5"
+    F.make_filler_cache(tmp_path / "filler.h5", rows=700, dim=512)   # 1.4 MB: a rewrite does not fit below
+    shutil.copy(tmp_path / "filler.h5", cache)
+    filler = F.read_set(cache, F.FILLER_SET)
+    filler_file = fill(tmpfs, leave=600_000)              # room for the journal, not for the commit
+    r = subprocess.run(extract_argv(src, cache), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    (line,) = error_lines(r.stderr)
+    assert line.startswith(f"featx: error: {cache}: cannot write the cache (No space left on device")
+    assert line.endswith("the cache is unchanged and computed rows stay in its journal for the next run")
+    assert [p.name for p in tmpfs.glob("c.h5.tmp-*")] == []
+    assert F.opens_with_h5py(cache)
+    assert F.compare(cache, {"ids": [], "X": np.zeros((0, 256), np.float32)}, filler=filler)["filler_equal"]
+    assert len(C.pending_records(cache)) == 3             # 24 rows wait in the journal
+    filler_file.unlink()
+    r = subprocess.run(extract_argv(src, cache), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "recovered 24 rows" in r.stderr and r.stdout.startswith("0 extracted, 24 reused")
+    assert len(C.load_features(cache, SET)) == 24
+
+
+def test_disk_full_in_the_journal_is_one_line_and_cache_unchanged(tmpfs, tmp_path):
+    src1, src2 = tmp_path / "s1", tmp_path / "s2"
+    F.make_chest_folder(src1, 16, bad=False, offset=430)
+    F.make_chest_folder(src2, 16, bad=False, offset=450)
+    cache = tmpfs / "c.h5"
+    assert subprocess.run(extract_argv(src1, cache), cwd=ROOT, capture_output=True, timeout=300).returncode == 0
+    before = F.read_set(cache, SET)
+    fill(tmpfs, leave=2048)
+    r = subprocess.run(extract_argv(src2, cache), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert error_lines(r.stderr) == [
+        f"featx: error: {cache}.journal: cannot write the journal (No space left on device); rows computed so "
+        "far are kept and the cache is unchanged"]
+    after = F.read_set(cache, SET)
+    assert after["ids"] == before["ids"] and np.array_equal(after["X"], before["X"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Untrusted files
+
+
+class _Payload:
+    """Unpickling this runs ``touch <marker>``: what a hostile model or weights file can do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture
+def h5cache(tmp_path):
+    cache = tmp_path / "feat.h5"
+    ids = [f"s{i}" for i in range(6)]
+    C.Journal(cache).append(C.BatchRecord(ids=ids, paths=ids, labels=["a", "b"] * 3, groups=[""] * 6,
+                                          splits=[""] * 6, duplicate_of=[""] * 6,
+                                          sets=[C.SetRows("deep", {"kind": "t"}, "deep", ids,
+                                                          np.ones((6, 4), np.float32))]))
+    C.commit(cache)
+    return cache
+
+
+def test_weights_file_with_code_payload_is_refused(tmp_path, image_folder):
+    import torch
+    marker = tmp_path / "pwned"
+    evil_torch = tmp_path / "evil.pt"
+    torch.save({"conv_stem.weight": torch.zeros(1), "x": _Payload(marker)}, evil_torch)
+    evil_pickle = tmp_path / "evil.pkl"
+    evil_pickle.write_bytes(pickle.dumps({"state_dict": _Payload(marker)}))
+    for evil in (evil_torch, evil_pickle):
+        r = cli("extract", image_folder, "-o", tmp_path / "c.h5", "--backbone", F.TINY_ARGS[1], "--weights",
+                evil, "--precision", "fp32", "-q")
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        (line,) = error_lines(r.stderr)
+        assert line.startswith(f"featx: error: {evil}: cannot load as a weights-only state dict")
+        assert not marker.exists(), "the weights file's code ran"
+        assert not (tmp_path / "c.h5").exists()
+    # the very same payload does run through a plain unpickler: the test's bait is live
+    pickle.loads(evil_pickle.read_bytes())
+    assert marker.exists()
+
+
+def test_bundles_load_only_with_matching_sidecar_or_trust(tmp_path, h5cache):
+    from sklearn.dummy import DummyClassifier
+    from sklearn.pipeline import Pipeline
+
+    from featx.bundle import ModelBundle, load_bundle, save_bundle, sidecar_path
+    from featx.errors import ModelError
+    pipe = Pipeline([("head", DummyClassifier())]).fit(np.zeros((4, 4)), [0, 1, 0, 1])
+    path = save_bundle(ModelBundle(pipe, ["a", "b"], [0, 1], ["deep"], {"deep": {"kind": "t"}}, {"deep": 4},
+                                   "dummy"), tmp_path / "m.joblib")
+    assert load_bundle(path).head == "dummy"
+    # edited after saving: refused, even though the file is still a valid bundle
+    data = path.read_bytes()
+    sidecar = sidecar_path(path).read_text()
+    sidecar_path(path).write_text("0" * 64 + "  m.joblib\n")
+    with pytest.raises(ModelError, match="sha256 mismatch"):
+        load_bundle(path)
+    assert load_bundle(path, trust=True).head == "dummy"
+    sidecar_path(path).unlink()
+    with pytest.raises(ModelError, match="no m.joblib.sha256 sidecar"):
+        load_bundle(path)
+    sidecar_path(path).write_text(sidecar)
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(ModelError, match="sha256 mismatch"):
+        load_bundle(path)
+
+
+def test_hostile_bundle_is_refused_by_predict_before_unpickling(tmp_path, h5cache):
+    import joblib
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.joblib"
+    joblib.dump(_Payload(marker), evil)
+    for sidecar in (None, "f" * 64):
+        side = Path(str(evil) + ".sha256")
+        side.unlink(missing_ok=True)
+        if sidecar:
+            side.write_text(f"{sidecar}  evil.joblib\n")
+        r = cli("predict", evil, h5cache, "-o", tmp_path / "p.csv")
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        (line,) = error_lines(r.stderr)
+        assert line.startswith(f"featx: error: {evil}: ") and "--trust" in line
+        assert ("sidecar" in line) if sidecar is None else ("sha256 mismatch" in line)
+        assert not marker.exists(), "the bundle's code ran"
+        assert not (tmp_path / "p.csv").exists()
+
+
+def test_manifest_paths_outside_its_folder_are_refused_unless_allowed(tmp_path):
+    inside, outside = tmp_path / "inside", tmp_path / "outside"
+    rng = np.random.default_rng(5)
+    img = lambda p: write_png(p, (rng.random((20, 20)) * 255).astype(np.uint8))  # noqa: E731
+    img(inside / "ok.png")
+    img(outside / "secret.png")
+    img(outside / "abs.png")
+    (inside / "sub").mkdir()
+    (inside / "sub" / "link.png").symlink_to(img(outside / "linked.png"))
+    csv = inside / "m.csv"
+    csv.write_text(f"path,label\nok.png,a\n../outside/secret.png,a\n{outside / 'abs.png'},b\nsub/link.png,b\n")
+    r = cli("extract", csv, "-o", tmp_path / "c.h5", *F.TINY_ARGS, "--workers", "0", "-q")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert r.stdout.startswith("1 extracted, 0 reused, 3 failed")
+    refused = [ln for ln in r.stderr.splitlines() if "is outside the manifest's folder (use --allow-outside)" in ln]
+    assert [ln.split(": ")[2] for ln in refused] == [f"{csv}:3", f"{csv}:4", f"{csv}:5"]
+    assert [Path(p).name for p in C.load_features(tmp_path / "c.h5", SET).paths] == ["ok.png"]
+    r = cli("extract", csv, "-o", tmp_path / "d.h5", *F.TINY_ARGS, "--workers", "0", "-q", "--allow-outside")
+    assert r.returncode == 0 and r.stdout.startswith("4 extracted, 0 reused, 0 failed"), r.stderr
