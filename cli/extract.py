@@ -44,15 +44,22 @@ def _window(value):
 def extract_cmd(sources, cache, backbones, handcrafted, layers, concat_layers, pooling, weights, device, precision,
                 batch_size, workers, window, intensity, no_jpeg_draft, name, allow_outside, strict, quiet):
     """Extract features of SOURCES (folders, CSV manifests, .npz, DICOM or image files) into CACHE."""
-    from featx.extract import extract
     bbs = split_list(backbones) or ["efficientnet_lite0"]
     if [b.lower() for b in bbs] == ["none"]:
         bbs = []
-    summary = extract(list(sources), cache, backbones=bbs, handcrafted=handcrafted, layers=split_list(layers),
-                      concat_layers=concat_layers, pooling=pooling, weights=weights, device=device,
-                      precision=precision, batch_size=batch_size, workers=workers, strict=strict,
-                      window=_window(window), intensity=intensity, jpeg_draft=not no_jpeg_draft,
-                      allow_outside=allow_outside, name=name, progress=not quiet and sys.stderr.isatty())
+    try:
+        from featx.extract import extract
+        summary = extract(list(sources), cache, backbones=bbs, handcrafted=handcrafted, layers=split_list(layers),
+                          concat_layers=concat_layers, pooling=pooling, weights=weights, device=device,
+                          precision=precision, batch_size=batch_size, workers=workers, strict=strict,
+                          window=_window(window), intensity=intensity, jpeg_draft=not no_jpeg_draft,
+                          allow_outside=allow_outside, name=name, progress=not quiet and sys.stderr.isatty())
+    except KeyboardInterrupt:
+        # Ctrl-C outside the batch loop (start-up, scanning, model building, a commit): nothing is
+        # half-written (the cache is replaced atomically; computed rows wait in its journal).
+        click.echo(f"interrupted: stopped before the run's summary -> {cache} (intact; rows already "
+                   "computed are kept and the next run resumes)")
+        sys.exit(130)
     click.echo(summary.line())
     if summary.warnings:
         click.echo(f"note: {len(summary.warnings)} files have the same bytes as another file "
