@@ -78,6 +78,9 @@ class DeepFeatures(TransformerMixin, BaseEstimator):
             from featx.runtime import make_runtime
             runtime = make_runtime(self.device, self.precision)
             bb = build(self.backbone, weights=self.weights, layers=self.layers, pooling=self.pooling)
+            if runtime.precision != "fp32":
+                from featx.backbones.precision import keep_sensitive_layers_fp32
+                keep_sensitive_layers_fp32(bb.model.model)
             model = bb.model.to(runtime.device)
             if runtime.channels_last:
                 import torch
@@ -125,7 +128,7 @@ class DeepFeatures(TransformerMixin, BaseEstimator):
             from featx.errors import DecodeError
             from featx.sources import ReadOptions, scan_sources
             bb, _, _ = self._network()
-            opts = ReadOptions(intensity=self.intensity, draft_size=min(bb.preprocess.crop_size))
+            opts = ReadOptions(intensity=self.intensity, draft_size=bb.preprocess.resize_size)
             images = []
             for p in paths:
                 res = scan_sources([p])

@@ -141,6 +141,7 @@ class DeepPlan:
 
 
 def _deep_plans(cfg: ExtractConfig, runtime) -> list[DeepPlan]:
+    from featx.backbones.precision import POLICY, keep_sensitive_layers_fp32
     from featx.backbones.registry import build
     plans = []
     for bname in cfg.backbones:
@@ -150,8 +151,11 @@ def _deep_plans(cfg: ExtractConfig, runtime) -> list[DeepPlan]:
             base += "_random"
         elif bb.weights.source == "file":
             base += f"_w{bb.weights.sha256[:8]}"
+        if runtime.precision != "fp32":
+            keep_sensitive_layers_fp32(bb.model.model)
         common = dict(bb.config(), kind="deep", precision=runtime.precision,
-                      read=cfg.read_options(min(bb.preprocess.crop_size)).config(), versions=_versions())
+                      **({"precision_policy": POLICY} if runtime.precision != "fp32" else {}),
+                      read=cfg.read_options(bb.preprocess.resize_size).config(), versions=_versions())
         groups = [bb.taps] if cfg.concat_layers else [[t] for t in bb.taps]
         sets = []
         for taps in groups:
@@ -393,7 +397,7 @@ def _extract_items(items, plans, hand, cfg, runtime, cache, summary, progress, f
     from featx.runtime import usable_cpus
 
     preprocs = [p.backbone.preprocess for p in plans]
-    read_opts = [cfg.read_options(min(p.crop_size)) for p in preprocs] + [cfg.read_options(None)]
+    read_opts = [cfg.read_options(p.resize_size) for p in preprocs] + [cfg.read_options(None)]
     ds = _Dataset(items, read_opts, preprocs, [h.spec for h in hand])
     n_cpu = usable_cpus()
     workers = cfg.workers if cfg.workers is not None else (n_cpu if not plans else max(1, n_cpu - 1))
