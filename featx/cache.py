@@ -27,6 +27,7 @@ import json
 import os
 import re
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -352,8 +353,38 @@ def _runs(idx: np.ndarray):
 def commit(cache: str | Path, featx_version: str | None = None) -> dict:
     """Merge every journal record into the cache, atomically. Call with the cache lock held.
 
-    Returns counts: ``{"records", "new_samples", "rows", "stale"}``.
+    Returns counts: ``{"records", "new_samples", "rows", "stale"}``. A Ctrl-C during the commit
+    is held back until it is done (then raised), so an interrupted run still leaves its rows
+    committed; a kill -9 leaves the old cache and the journal, as before.
     """
+    with _sigint_deferred():
+        return _commit(cache, featx_version)
+
+
+@contextmanager
+def _sigint_deferred():
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    try:
+        old = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    except (ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if got and callable(old):
+            old(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt here
+        elif got and old == signal.SIG_DFL:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def _commit(cache: str | Path, featx_version: str | None = None) -> dict:
     import h5py
     cache = Path(cache)
     for stale_tmp in cache.parent.glob(cache.name + ".tmp-*"):
