@@ -63,7 +63,10 @@ def to_tensor_3ch(image: np.ndarray) -> torch.Tensor:
 
 def preprocess(image: np.ndarray, cfg: PreprocessConfig) -> torch.Tensor:
     """One decoded image -> a normalized (3, H, W) float32 tensor ready for the model."""
-    t = to_tensor_3ch(image).unsqueeze(0)
+    arr = np.ascontiguousarray(image, dtype=np.float32)
+    # resize and crop one channel for gray images, and replicate only at the end
+    t = torch.from_numpy(arr).unsqueeze(0) if arr.ndim == 2 else torch.from_numpy(arr).permute(2, 0, 1)
+    t = t.unsqueeze(0)
     h, w = t.shape[-2:]
     ch, cw = cfg.crop_size
     if cfg.crop_mode == "squash":
@@ -77,6 +80,8 @@ def preprocess(image: np.ndarray, cfg: PreprocessConfig) -> torch.Tensor:
         t = F.interpolate(t, size=(new_h, new_w), mode=mode, **kw).clamp_(0.0, 1.0)
     top, left = max(0, (new_h - ch) // 2), max(0, (new_w - cw) // 2)
     t = t[..., top:top + ch, left:left + cw]
+    if t.shape[1] == 1:
+        t = t.expand(-1, 3, -1, -1)
     mean = torch.tensor(cfg.mean, dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(cfg.std, dtype=torch.float32).view(1, 3, 1, 1)
     return ((t - mean) / std)[0].contiguous()
