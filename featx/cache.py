@@ -267,6 +267,15 @@ class BatchRecord:
     sets: list[SetRows] = field(default_factory=list)
     failures: list[tuple[str, str, str]] = field(default_factory=list)
 
+    def add_sample(self, s) -> None:
+        """Record a featx.sources.Sample's metadata."""
+        self.ids.append(s.id)
+        self.paths.append(s.path)
+        self.labels.append(s.label or "")
+        self.groups.append(s.group)
+        self.splits.append(s.split)
+        self.duplicate_of.append(s.duplicate_of)
+
 
 def _u(values: Iterable[str]) -> np.ndarray:
     arr = np.array([str(v) for v in values], dtype=np.str_)

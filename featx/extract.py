@@ -209,12 +209,7 @@ def _metadata_updates(samples, state: C.CacheState, computing: set[str]) -> C.Ba
         if r is None or s.id in computing:
             continue
         if (s.label and not state.labels[r]) or (s.group and not state.groups[r]) or (s.split and not state.splits[r]):
-            rec.ids.append(s.id)
-            rec.paths.append(s.path)
-            rec.labels.append(s.label or "")
-            rec.groups.append(s.group)
-            rec.splits.append(s.split)
-            rec.duplicate_of.append(s.duplicate_of)
+            rec.add_sample(s)
     return rec
 
 
@@ -266,8 +261,12 @@ class _Dataset:
 
             for g in item.groups:
                 out["tensors"][g] = preprocess(image(self.read_opts[g]), self.preprocs[g])
-            for h in item.hand:
-                out["hand"][h] = np.asarray(self.hand_specs[h].compute(image(self.read_opts[-1])), np.float32)
+            if item.hand:
+                from featx.handcrafted import compute_all
+                specs = [self.hand_specs[h] for h in item.hand]
+                vecs = compute_all(specs, image(self.read_opts[-1]))  # gray conversion once
+                for h, spec in zip(item.hand, specs):
+                    out["hand"][h] = np.asarray(vecs[spec.name], np.float32)
         except FeatxError as e:
             out["error"] = e.reason
         except Exception as e:  # a hostile file must not stop the run
@@ -306,7 +305,7 @@ def extract(sources: Sequence[str | Path] | str | Path, cache: str | Path,
         return tuple(v)
 
     if config is None:
-        config = ExtractConfig(backbones=tup(backbones), handcrafted=tup(handcrafted), layers=tup(layers),
+        config = ExtractConfig(backbones=tup(backbones), handcrafted=(handcrafted,) if isinstance(handcrafted, str) else tup(handcrafted), layers=tup(layers),
                                concat_layers=concat_layers, pooling=pooling, weights=weights, device=device,
                                precision=precision, batch_size=int(batch_size), workers=workers,
                                window=window, intensity=intensity, jpeg_draft=jpeg_draft, strict=strict,
@@ -394,7 +393,9 @@ def _extract_items(items, plans, hand, cfg, runtime, cache, summary, progress, f
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from featx.runtime import usable_cpus
+    from concurrent.futures import ThreadPoolExecutor
+
+    from featx.runtime import configure_threads, usable_cpus
 
     preprocs = [p.backbone.preprocess for p in plans]
     read_opts = [cfg.read_options(p.resize_size) for p in preprocs] + [cfg.read_options(None)]
@@ -402,7 +403,7 @@ def _extract_items(items, plans, hand, cfg, runtime, cache, summary, progress, f
     n_cpu = usable_cpus()
     workers = cfg.workers if cfg.workers is not None else (n_cpu if not plans else max(1, n_cpu - 1))
     if plans:
-        torch.set_num_threads(n_cpu)
+        configure_threads()
     on_cuda = runtime is not None and runtime.device_type == "cuda"
     loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=False, num_workers=workers,
                         collate_fn=_collate, pin_memory=False, worker_init_fn=_worker_init if workers else None,
@@ -418,6 +419,17 @@ def _extract_items(items, plans, hand, cfg, runtime, cache, summary, progress, f
                desc=f"extract [{summary.runtime}]")
     n_ok = n_fail = 0
     good: list = []
+    writer = ThreadPoolExecutor(1, thread_name_prefix="featx-journal")
+    pending = None  # (future, rows) of the journal write in flight
+
+    def flush():
+        """Wait for the write in flight; its rows count as done only once they are on disk."""
+        nonlocal pending, n_ok
+        if pending is not None:
+            fut, count = pending
+            pending = None
+            fut.result()
+            n_ok += count
     t_start = time.perf_counter()
     try:
         for batch in loader:
@@ -433,13 +445,7 @@ def _extract_items(items, plans, hand, cfg, runtime, cache, summary, progress, f
                 else:
                     good.append((item, out))
             for item, _ in good:
-                s = item.sample
-                rec.ids.append(s.id)
-                rec.paths.append(s.path)
-                rec.labels.append(s.label or "")
-                rec.groups.append(s.group)
-                rec.splits.append(s.split)
-                rec.duplicate_of.append(s.duplicate_of)
+                rec.add_sample(item.sample)
             for g, (plan, model) in enumerate(zip(plans, models)):
                 rows = [(item, out["tensors"][g]) for item, out in good if g in item.groups]
                 if not rows:
@@ -458,8 +464,10 @@ def _extract_items(items, plans, hand, cfg, runtime, cache, summary, progress, f
                 if rows:
                     rec.sets.append(C.SetRows(hs.name, hs.config, "handcrafted", [i.sample.id for i, _ in rows],
                                               np.stack([v for _, v in rows])))
-            journal.append(rec)
-            n_ok += len(good)
+            # journal writes (npz + fsync) run on a writer thread, off the model's path; at most
+            # one is in flight, so an error surfaces at the next batch and memory stays bounded
+            flush()
+            pending = (writer.submit(journal.append, rec), len(good))
             bar.update(len(batch))
             el = time.perf_counter() - t_start
             bar.set_postfix_str(f"{n_ok / el:.1f} img/s, {n_fail} failed", refresh=False)
@@ -468,6 +476,12 @@ def _extract_items(items, plans, hand, cfg, runtime, cache, summary, progress, f
         log.warning("interrupted: saving what was computed")
     finally:
         bar.close()
+        try:
+            flush()
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        finally:
+            writer.shutdown(wait=True)
     summary.ok = n_ok
     source_failures = [f for f in failures if f[2] == "source"]
     if source_failures:

@@ -99,12 +99,12 @@ def make_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     return Runtime(dev, prec, channels_last=dev.split(":", 1)[0] in ("cpu", "cuda"))
 
 
-def configure_threads(workers: int) -> None:
-    """Give the model the cores that decoding workers don't use, without oversubscription."""
+def configure_threads() -> None:
+    """The model gets every usable core for intra-op work and one inter-op thread; decoding
+    workers run one thread each (see featx.extract), so the cores are not oversubscribed."""
     import torch
-    n = usable_cpus()
-    torch.set_num_threads(max(1, n))
+    torch.set_num_threads(usable_cpus())
     try:
         torch.set_num_interop_threads(1)
     except RuntimeError:
-        pass  # already set in this process
+        pass  # already set in this process (it can be set once, before any parallel work)

@@ -203,3 +203,27 @@ def test_labels_given_later_by_a_manifest_fill_in_cached_samples(tmp_path, image
     t = C.load_features(cache, "test_efficientnet_random")
     assert [t.class_names[k] for k in t.y] == [p.rsplit("/", 1)[-1].split("_")[0] for p in t.paths]
     assert set(t.groups) == {"P0", "P1", "P2"}
+
+
+def test_handcrafted_sets_beside_deep_sets_on_breastmnist(tmp_path):
+    """Issue 3's check: --handcrafted hog,lbp adds features/hog and features/lbp, one finite,
+    non-constant row per sample, aligned with the deep set of the same cache."""
+    cache = tmp_path / "h.h5"
+    s = extract([str(BREAST_NPZ)], cache, backbones=[], handcrafted="hog,lbp:method=ror,points_radii=((8,1),(8,2))",
+                progress=False, workers=2)
+    assert s.ok == 780 and s.sets == ["hog", "lbp_pr8r1-8r2_mror"]
+    extract([str(BREAST_NPZ)], cache, **FAST)
+    t = C.load_features(cache, ["test_efficientnet_random", "hog", "lbp_pr8r1-8r2_mror"])
+    assert len(t) == 780 and np.isfinite(t.X).all()
+    for name, sl in t.set_slices.items():
+        block = t.X[:, sl]
+        assert (block.std(axis=1) > 0).all(), name  # non-constant within each row
+        assert C.list_sets(cache)[name]["kind"] == ("handcrafted" if name != "test_efficientnet_random" else "deep")
+    from featx.handcrafted import parse_handcrafted
+    from featx.sources import scan_sources
+    first = scan_sources([BREAST_NPZ]).samples[0]
+    hog = parse_handcrafted("hog")[0].compute(first.load())
+    row = list(t.ids).index(first.id)
+    np.testing.assert_allclose(t.X[row, t.set_slices["hog"]], hog, atol=1e-6)
+    again = extract([str(BREAST_NPZ)], cache, backbones=[], handcrafted="hog", progress=False)
+    assert again.ok == 0 and again.runtime == "cached"
