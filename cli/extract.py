@@ -32,7 +32,7 @@ def _window(value):
 @click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda|cuda:N|mps")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--workers", type=int, default=None, help="Decoding worker processes (default: cores - 1 with a backbone, all cores without).")
+@click.option("--workers", type=int, default=None, help="Decoding worker processes (default: cores - 1 with a backbone, all cores without); with --engine ray, model actors (default: one per GPU, or per 4 CPUs).")
 @click.option("--window", default=None, help="DICOM window: lung, mediastinum, bone, brain, abdomen, liver, or CENTER,WIDTH (HU). Default: the file's own.")
 @click.option("--intensity", type=click.Choice(["auto", "dtype", "minmax"]), default="auto", show_default=True, help="How >8-bit data becomes [0, 1].")
 @click.option("--no-jpeg-draft", is_flag=True, help="Decode large JPEGs at full size (slower; draft decoding is recorded in the config).")
@@ -40,15 +40,25 @@ def _window(value):
 @click.option("--allow-outside", is_flag=True, help="Let a CSV manifest point outside its own folder.")
 @click.option("--strict", is_flag=True, help="Exit non-zero if any input failed.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="ray: decode in Ray tasks and run the model in one Ray actor per GPU/CPU slot (--workers actors); needs featx[ray].")
+@click.option("--address", default=None, help="Ray cluster for --engine ray: auto, HOST:PORT or ray://HOST:PORT (default: $RAY_ADDRESS, else a local Ray).")
 @handle_errors
 def extract_cmd(sources, cache, backbones, handcrafted, layers, concat_layers, pooling, weights, device, precision,
-                batch_size, workers, window, intensity, no_jpeg_draft, name, allow_outside, strict, quiet):
+                batch_size, workers, window, intensity, no_jpeg_draft, name, allow_outside, strict, quiet, engine, address):
     """Extract features of SOURCES (folders, CSV manifests, .npz, DICOM or image files) into CACHE."""
     bbs = split_list(backbones) or ["efficientnet_lite0"]
     if [b.lower() for b in bbs] == ["none"]:
         bbs = []
     try:
-        from featx.extract import extract
+        if engine == "ray":
+            from featx.engines import require_ray
+            require_ray()
+            from functools import partial
+
+            from featx.engines.ray import extract_ray
+            extract = partial(extract_ray, address=address)
+        else:
+            from featx.extract import extract
         summary = extract(list(sources), cache, backbones=bbs, handcrafted=handcrafted, layers=split_list(layers),
                           concat_layers=concat_layers, pooling=pooling, weights=weights, device=device,
                           precision=precision, batch_size=batch_size, workers=workers, strict=strict,
