@@ -1,0 +1,417 @@
+"""Extraction on a Ray cluster: ``featx extract ... --engine ray [--address auto|ray://HOST:PORT]``.
+
+The pipeline is featx's own (featx.extract), spread over Ray:
+
+    samples (featx.sources.scan_sources, on the driver)
+      -> ray.data.from_items                      one row per sample that still needs work
+      -> map_batches(_decode_batch)               Ray tasks: decode + preprocess + handcrafted sets
+      -> map_batches(_Embedder, concurrency=N)    one actor per GPU (or CPU slot) holding the
+                                                  frozen backbones, built once per actor
+      -> iter_batches on the driver               each batch becomes one journal record
+      -> featx.cache.commit                       the standard cache, atomically
+
+Set names, configs and request keys come from the same functions as the local path
+(``_deep_plans``, ``_hand_sets``, ``_assign_names``, ``request_key``), so ``featx fit`` cannot tell
+the two apart; rows that the cache already holds are skipped; the cache lock is held for the run.
+Workers send their rows back through Ray's object store, so the cache only has to be writable on
+the driver; the *images* must be readable at the same paths on every node (shared storage).
+
+Fault tolerance: Ray Data restarts a dead actor and retries its batch (``max_restarts=-1``,
+``max_task_retries=-1``) and retries failed decode tasks; rows are keyed by sample id, so a row
+seen twice is kept once, and any sample still missing at the end is run again (``max_attempts``).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+import importlib
+
+from featx import cache as C
+from featx.engines import require_ray
+from featx.errors import FeatxError, SourceError
+from featx.sources import Sample, scan_sources
+
+log = logging.getLogger("featx")
+# the module, not the function featx/__init__ exports under the same name
+E = importlib.import_module("featx.extract")
+
+_SAMPLE_FIELDS = ("id", "path", "reader", "file", "index", "label", "group", "split", "duplicate_of")
+
+
+# ----------------------------------------------------------------------------------------------
+# Cluster
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None):
+    """Connect to ``address`` ("auto", "ray://host:port", "host:port"), or to ``$RAY_ADDRESS``, or
+    start a local Ray with ``num_cpus``; reuses a Ray already initialised in this process."""
+    ray = require_ray()
+    if ray.is_initialized():
+        return ray
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        elif os.environ.get("RAY_ADDRESS"):
+            ray.init(log_to_driver=False)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FeatxError(f"cannot connect to the Ray cluster at {address or os.environ.get('RAY_ADDRESS')} "
+                         f"({first}); start one with `ray start --head`") from None
+    return ray
+
+
+def _probe_runtime(device: str, precision: str):
+    """Resolve device/precision where the model will run (a worker may have a GPU the driver lacks)."""
+    from featx.runtime import make_runtime
+    rt = make_runtime(device, precision)
+    return rt.device, rt.precision, rt.channels_last
+
+
+# ----------------------------------------------------------------------------------------------
+# Worker side
+
+
+def _row_to_item(row) -> E._Item:
+    def s(key):
+        v = row[key]
+        return v.decode() if isinstance(v, bytes) else str(v)
+    sample = Sample(id=s("id"), path=s("path"), reader=s("reader"), file=s("file"),
+                    index=s("index") or None, label=None, group="", split="")
+    gm, hm = int(row["gmask"]), int(row["hmask"])
+    return E._Item(sample, tuple(g for g in range(gm.bit_length()) if gm >> g & 1),
+                   tuple(h for h in range(hm.bit_length()) if hm >> h & 1))
+
+
+def _decode_batch(batch: dict, read_opts, preprocs, hand_specs) -> dict:
+    """Ray task: decode + preprocess each sample (featx.extract._Dataset), compute handcrafted sets.
+
+    Output columns: k, error, m<g>/x<g> (mask and model input per preprocessing group, zeros
+    where absent), h<h> (handcrafted vector as float32 bytes, b"" where absent)."""
+    import torch
+    torch.set_num_threads(1)
+    n = len(batch["k"])
+    items = [_row_to_item({key: batch[key][i] for key in batch}) for i in range(n)]
+    ds = E._Dataset(items, read_opts, preprocs, hand_specs)
+    out = {"k": np.asarray(batch["k"], np.int64), "error": np.array([""] * n, dtype=object)}
+    for g, pre in enumerate(preprocs):
+        out[f"m{g}"] = np.zeros(n, bool)
+        out[f"x{g}"] = np.zeros((n, 3, *pre.crop_size), np.float32)
+    for h in range(len(hand_specs)):
+        out[f"h{h}"] = np.array([b""] * n, dtype=object)
+    for i in range(n):
+        r = ds[i]
+        if r["error"]:
+            out["error"][i] = r["error"]
+            continue
+        for g, t in r["tensors"].items():
+            out[f"m{g}"][i] = True
+            out[f"x{g}"][i] = t.numpy()
+        for h, v in r["hand"].items():
+            out[f"h{h}"][i] = np.asarray(v, np.float32).tobytes()
+    return out
+
+
+class _Embedder:
+    """Ray actor: the frozen backbones of one run, built once, applied to decoded batches."""
+
+    def __init__(self, cfg: E.ExtractConfig, layout: list[list[tuple[int, list[str]]]],
+                 expect: list[dict], device: str, precision: str, threads: int):
+        import torch
+
+        from featx.backbones.precision import keep_sensitive_layers_fp32
+        from featx.backbones.registry import build
+        from featx.runtime import make_runtime
+        torch.set_num_threads(max(1, int(threads)))
+        self.runtime = make_runtime(device, precision)
+        self.layout = layout
+        self.models = []
+        for bname, want in zip(cfg.backbones, expect):
+            bb = build(bname, weights=cfg.weights, layers=list(cfg.layers) or None, pooling=cfg.pooling)
+            got = bb.config()
+            if C.config_json(got) != C.config_json(want):  # e.g. another weights file on this node
+                raise FeatxError(f"backbone {bname!r} on a Ray worker differs from the driver's "
+                                 f"(worker {C.config_json(got.get('weights'))}, driver "
+                                 f"{C.config_json(want.get('weights'))}); install the same featx and weights on every node")
+            if self.runtime.precision != "fp32":
+                keep_sensitive_layers_fp32(bb.model.model)
+            m = bb.model.to(self.runtime.device)
+            if self.runtime.channels_last:
+                m = m.to(memory_format=torch.channels_last)
+            self.models.append(m)
+
+    def __call__(self, batch: dict) -> dict:
+        import torch
+        n = len(batch["k"])
+        out = {k: v for k, v in batch.items() if not k.startswith("x")}
+        for g, (model, sets) in enumerate(zip(self.models, self.layout)):
+            sel = np.flatnonzero(np.asarray(batch[f"m{g}"], bool))
+            feats = E.run_model(model, torch.from_numpy(np.ascontiguousarray(batch[f"x{g}"][sel])), self.runtime) \
+                if len(sel) else None
+            for j, taps in sets:
+                if feats is None:
+                    out[f"f{j}"] = np.array([b""] * n, dtype=object)
+                    continue
+                X = np.concatenate([feats[t] for t in taps], axis=1).astype(np.float32)
+                col = np.array([b""] * n, dtype=object)
+                for r, i in enumerate(sel):
+                    col[i] = X[r].tobytes()
+                out[f"f{j}"] = col
+        out["pid"] = np.full(n, os.getpid(), np.int64)
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Driver side
+
+
+def _config(backbones, handcrafted, layers, **kw) -> E.ExtractConfig:
+    def tup(v):
+        if v is None:
+            return ()
+        if isinstance(v, str):
+            return tuple(x.strip() for x in v.split(",") if x.strip())
+        return tuple(v)
+    kw["batch_size"] = int(kw.get("batch_size", 32))
+    return E.ExtractConfig(backbones=tup(backbones), handcrafted=tup(handcrafted), layers=tup(layers), **kw)
+
+
+def extract_ray(sources: Sequence[str | Path] | str | Path, cache: str | Path,
+                backbones: Sequence[str] | str | None = ("efficientnet_lite0",),
+                handcrafted: Sequence[str] | str | None = None, layers: Sequence[str] | str | None = None,
+                pooling: str = "avg", weights: str | None = None, device: str = "auto",
+                precision: str = "auto", batch_size: int = 32, workers: int | None = None,
+                strict: bool = False, window=None, intensity: str = "auto", concat_layers: bool = False,
+                jpeg_draft: bool = True, allow_outside: bool = False, name: str | None = None,
+                progress: bool = True, config: E.ExtractConfig | None = None, *,
+                address: str | None = None, num_cpus: int | None = None,
+                max_attempts: int = 3) -> E.ExtractSummary:
+    """``featx.extract`` on Ray; same arguments, same cache. ``workers`` is the number of model
+    actors (default: one per GPU, or one per 4 CPUs of the cluster); ``address`` as ``ray.init``
+    (``None``: ``$RAY_ADDRESS`` or a local Ray with ``num_cpus``)."""
+    if config is None:
+        config = _config(backbones, handcrafted, layers, concat_layers=concat_layers, pooling=pooling,
+                         weights=weights, device=device, precision=precision, batch_size=batch_size,
+                         workers=workers, window=window, intensity=intensity, jpeg_draft=jpeg_draft,
+                         strict=strict, allow_outside=allow_outside, name=name)
+    if isinstance(sources, (str, Path)):
+        sources = [sources]
+    return _run(list(sources), Path(cache), config, progress, address, num_cpus, max_attempts)
+
+
+def _run(sources, cache: Path, cfg: E.ExtractConfig, progress, address, num_cpus, max_attempts):
+    t0 = time.perf_counter()
+    if not cfg.backbones and not cfg.handcrafted:
+        raise FeatxError("nothing to extract: name a backbone and/or --handcrafted sets")
+    if cfg.batch_size < 1:
+        raise FeatxError(f"batch size must be at least 1, not {cfg.batch_size}")
+    if cfg.device == "mps":
+        raise FeatxError("--engine ray runs models on cpu or cuda, not mps")
+    require_ray()
+    summary = E.ExtractSummary(cache=str(cache))
+    scan = scan_sources(sources, allow_outside=cfg.allow_outside)
+    for f in scan.failures:
+        log.warning("%s: %s", f.path, f.reason)
+    summary.warnings = list(scan.warnings)
+    if not scan.samples:
+        if scan.failures:
+            raise SourceError(f"no usable image in {', '.join(map(str, sources))} "
+                              f"({len(scan.failures)} inputs failed; first: {scan.failures[0].path}: {scan.failures[0].reason})")
+        raise SourceError(f"no images found in {', '.join(map(str, sources))}")
+
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with C.CacheLock(cache):
+        recovered = C.commit(cache) if C.pending_records(cache) else None
+        if recovered and recovered["records"]:
+            log.info("recovered %d rows from an interrupted run", recovered["rows"])
+        state = C.read_state(cache)
+        hand = E._hand_sets(cfg)
+        E._assign_names(hand, state)
+        ids = [s.id for s in scan.samples]
+        cached = E._cached_deep_sets(cfg, state, ids)
+        plans, items, runtime, use_gpu = [], [], None, False
+        if cached is not None and all(set(ids) <= state.done.get(h.name, set()) for h in hand):
+            summary.sets = cached + [h.name for h in hand]
+            summary.reused = len(ids)
+            summary.runtime = "cached"
+        else:
+            ray = init_ray(address, num_cpus)
+            res = ray.cluster_resources()
+            if cfg.backbones:
+                use_gpu = cfg.device.startswith("cuda") or (cfg.device == "auto" and res.get("GPU", 0) > 0)
+                from featx.runtime import Runtime
+                probe = ray.remote(num_gpus=1 if use_gpu else 0, num_cpus=0)(_probe_runtime)
+                dev, prec, cl = ray.get(probe.remote("cuda" if use_gpu else "cpu", cfg.precision))
+                runtime = Runtime(dev, prec, cl)
+                plans = E._deep_plans(cfg, runtime)
+                E._assign_names([s for p in plans for s in p.sets], state)
+            summary.sets = [s.name for p in plans for s in p.sets] + [h.name for h in hand]
+            for s in scan.samples:
+                groups = tuple(g for g, p in enumerate(plans)
+                               if any(s.id not in state.done.get(d.name, ()) for d in p.sets))
+                hneed = tuple(h for h, hs in enumerate(hand) if s.id not in state.done.get(hs.name, ()))
+                if groups or hneed:
+                    items.append(E._Item(s, groups, hneed))
+                else:
+                    summary.reused += 1
+        failures = [(f.path, f.reason, "source") for f in scan.failures]
+        updates = E._metadata_updates(scan.samples, state, {i.sample.id for i in items})
+        if updates.ids:
+            C.Journal(cache).append(updates)
+        if items:
+            _extract_items(items, plans, hand, cfg, runtime, use_gpu, cache, summary, progress,
+                           failures, max_attempts)
+        elif failures:
+            C.Journal(cache).append(C.BatchRecord(failures=failures))
+        C.commit(cache)
+    summary.failed = len(failures)
+    summary.failures = [(p, r) for p, r, _ in failures]
+    summary.seconds = time.perf_counter() - t0
+    summary.images_per_s = summary.ok / summary.seconds if summary.seconds > 0 else 0.0
+    if cfg.strict and summary.failed:
+        raise FeatxError(f"{summary.failed} inputs failed and --strict is set (first: "
+                         f"{summary.failures[0][0]}: {summary.failures[0][1]}); the rows that worked are cached")
+    return summary
+
+
+def plan_resources(cfg: E.ExtractConfig, cluster: dict, use_gpu: bool) -> tuple[int, float, float, int]:
+    """(model actors, CPUs per actor, CPUs per decode task, torch threads per actor)."""
+    cpus = float(cluster.get("CPU", 1))
+    if use_gpu:
+        n = cfg.workers or max(1, int(cluster.get("GPU", 1)))
+        return n, 1.0, 1.0, 1
+    n = cfg.workers or max(1, int(cpus) // 4)
+    decode = 0.5
+    # leave room for at least one decode task, or the actors would hold every CPU and starve it
+    per = max(0.25, min(4.0, (cpus - decode) / n))
+    return n, per, decode, max(1, int(round(per)))
+
+
+def _extract_items(items, plans, hand, cfg, runtime, use_gpu, cache, summary, progress, failures, max_attempts):
+    import ray
+    from tqdm import tqdm
+
+    preprocs = [p.backbone.preprocess for p in plans]
+    read_opts = [cfg.read_options(p.resize_size) for p in preprocs] + [cfg.read_options(None)]
+    n_act, act_cpus, dec_cpus, threads = plan_resources(cfg, ray.cluster_resources(), use_gpu)
+    layout, sets, j = [], [], 0
+    for p in plans:
+        layout.append([])
+        for d in p.sets:
+            layout[-1].append((j, list(d.taps)))
+            sets.append(d)
+            j += 1
+    expect = [p.backbone.config() for p in plans]
+    summary.runtime = (f"ray {n_act} x {runtime.describe()}" if plans else "ray cpu (handcrafted)")
+    journal = C.Journal(cache)
+    done: set[int] = set()
+    n_ok = n_fail = 0
+    pids: set[int] = set()
+    bar = tqdm(total=len(items), unit="img", disable=not progress, dynamic_ncols=True,
+               desc=f"extract [{summary.runtime}]")
+    t_start = time.perf_counter()
+    ctx = ray.data.DataContext.get_current()
+    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)
+    ctx.execution_options.preserve_order = True    # same row order in the cache as the local path
+    ctx.enable_progress_bars = False
+    data_log = logging.getLogger("ray.data")
+    saved_level = data_log.level
+    data_log.setLevel(logging.WARNING)
+    try:
+        for attempt in range(max(1, max_attempts)):
+            todo = [k for k in range(len(items)) if k not in done]
+            if not todo:
+                break
+            if attempt:
+                log.warning("ray: %d samples came back from no worker; running them again (attempt %d)",
+                            len(todo), attempt + 1)
+            rows = [{"k": k, "id": items[k].sample.id, "path": items[k].sample.path,
+                     "reader": items[k].sample.reader, "file": items[k].sample.file,
+                     "index": items[k].sample.index or "",
+                     "gmask": sum(1 << g for g in items[k].groups), "hmask": sum(1 << h for h in items[k].hand)}
+                    for k in todo]
+            n_blocks = max(1, min(2000, math.ceil(len(rows) / cfg.batch_size)))
+            ds = ray.data.from_items(rows, override_num_blocks=n_blocks)
+            ds = ds.map_batches(_decode_batch, batch_size=cfg.batch_size, batch_format="numpy",
+                                fn_kwargs=dict(read_opts=read_opts, preprocs=preprocs,
+                                               hand_specs=[h.spec for h in hand]),
+                                num_cpus=dec_cpus)
+            if plans:
+                ds = ds.map_batches(_Embedder, batch_size=cfg.batch_size, batch_format="numpy",
+                                    fn_constructor_kwargs=dict(cfg=cfg, layout=layout, expect=expect,
+                                                               device=runtime.device, precision=runtime.precision,
+                                                               threads=threads),
+                                    compute=ray.data.ActorPoolStrategy(size=n_act),  # = concurrency=n_act
+                                    num_gpus=1 if use_gpu else 0, num_cpus=act_cpus)
+            for out in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+                rec, good = C.BatchRecord(), []
+                for i, k in enumerate(np.asarray(out["k"], np.int64)):
+                    k = int(k)
+                    if k in done:           # a retried batch: keep the first copy
+                        continue
+                    done.add(k)
+                    item = items[k]
+                    err = str(out["error"][i])
+                    if err:
+                        failures.append((item.sample.path, err, "decode"))
+                        rec.failures.append((item.sample.path, err, "decode"))
+                        log.warning("%s: %s", item.sample.path, err)
+                        n_fail += 1
+                        continue
+                    good.append((i, item))
+                    s = item.sample
+                    rec.ids.append(s.id)
+                    rec.paths.append(s.path)
+                    rec.labels.append(s.label or "")
+                    rec.groups.append(s.group)
+                    rec.splits.append(s.split)
+                    rec.duplicate_of.append(s.duplicate_of)
+                if "pid" in out:
+                    pids.update(int(p) for p in np.unique(out["pid"]))
+                for g, plan in enumerate(plans):
+                    rows_g = [(i, item) for i, item in good if g in item.groups]
+                    if not rows_g:
+                        continue
+                    ids = [item.sample.id for _, item in rows_g]
+                    for jj, _taps in layout[g]:
+                        d = sets[jj]
+                        X = np.stack([np.frombuffer(out[f"f{jj}"][i], np.float32) for i, _ in rows_g])
+                        E._check_finite(X, d.name, [item.sample.path for _, item in rows_g])
+                        rec.sets.append(C.SetRows(d.name, d.config, "deep", ids, X, d.request))
+                for h, hs in enumerate(hand):
+                    rows_h = [(i, item) for i, item in good if h in item.hand]
+                    if rows_h:
+                        rec.sets.append(C.SetRows(hs.name, hs.config, "handcrafted",
+                                                  [item.sample.id for _, item in rows_h],
+                                                  np.stack([np.frombuffer(out[f"h{h}"][i], np.float32)
+                                                            for i, _ in rows_h])))
+                if rec.ids or rec.failures:
+                    journal.append(rec)
+                n_ok += len(good)
+                bar.update(len(good) + len(rec.failures))
+                el = time.perf_counter() - t_start
+                bar.set_postfix_str(f"{n_ok / el:.1f} img/s, {n_fail} failed", refresh=False)
+        missing = len(items) - len(done)
+        if missing:
+            raise FeatxError(f"ray: {missing} samples were not computed after {max_attempts} attempts; "
+                             "the rows that were computed are cached (run again to resume)", cache)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        log.warning("interrupted: saving what was computed")
+    finally:
+        ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
+        data_log.setLevel(saved_level)
+        bar.close()
+    summary.ok = n_ok
+    summary.worker_pids = sorted(pids)  # type: ignore[attr-defined]
+    source_failures = [f for f in failures if f[2] == "source"]
+    if source_failures:
+        journal.append(C.BatchRecord(failures=source_failures))
