@@ -76,10 +76,16 @@ def fit_kwargs(cv, search, n_iter, pca, select_k, variance_threshold, fusion_wei
 @click.option("--param", "params", multiple=True, help="Fix a head parameter: --param C=3 (repeatable; removed from the search).")
 @click.option("--jobs", "n_jobs", type=int, default=-1, show_default=True, help="Parallel search candidates (-1: all cores).")
 @common_options
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="ray: search/CV fits as Ray tasks ($RAY_ADDRESS or a local Ray); xgboost on large caches through Ray Train. Needs featx[ray].")
 @handle_errors
-def fit_cmd(cache, features, head, output, report, params, n_jobs, **kw):
+def fit_cmd(cache, features, head, output, report, params, n_jobs, engine="local", **kw):
     """Fit a HEAD on feature sets of CACHE, evaluate it and save the model."""
-    from featx.fit import fit
+    if engine == "ray":
+        from featx.engines import require_ray
+        require_ray()
+        from featx.engines.ray_fit import fit_ray as fit
+    else:
+        from featx.fit import fit
 
     result = fit(cache, split_list(features), head, params=parse_params(params), n_jobs=n_jobs, **fit_kwargs(**kw))
     path = result.save(output)
