@@ -496,7 +496,7 @@ def table(k: dict, s: dict, w: dict, d: dict, b: dict, issue: dict | None) -> st
         ("caches that failed to open after a kill", str(k["unopenable"])),
         ("rows lost / duplicated", f"{k['rows_lost']} / {k['dup_rows']}"),
         ("max abs feature difference vs uninterrupted run (fp32)", f"{k['max_diff']:.1e}"),
-        ("Ctrl-C: exit 130, summary line, usable cache", f"{s['passed']}/{s['trials']}"),
+        ("Ctrl-C: exit 130, summary line, usable cache, no traceback", f"{s['passed']}/{s['trials']}"),
         ("second writer refused in one line, first unharmed", f"{w['passed']}/{w['trials']}"),
         ("disk full: one-line error, cache intact", f"{d['passed']}/{d['trials']}" if d["trials"] else "skipped"),
         ("bad-input kinds with the right outcome", f"{b['right']}/{b['kinds']}"),
