@@ -2,12 +2,10 @@
 right outcome (decoded correctly, or skipped and recorded in /failures), never a traceback."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 from PIL import Image
@@ -151,14 +149,12 @@ def test_manifest_without_path_column_is_one_line_error(tmp_path):
     assert r.stderr.strip().splitlines() == [f"featx: error: {csv}: manifest has no 'path' column (columns: file, label)"]
 
 
-def test_manifest_without_label_column_extracts_unlabelled(tmp_path):
+def test_manifest_without_label_column_is_unlabelled(tmp_path):
     _pngs(tmp_path, 3)
     csv = tmp_path / "m.csv"
     csv.write_text("path\nimg0.png\nimg1.png\nimg2.png\n")
-    r = extract_cli(csv, tmp_path / "c.h5")
-    assert r.returncode == 0, r.stderr
-    with h5py.File(tmp_path / "c.h5", "r") as f:
-        assert (f["samples/label"][()] == -1).all() and json.loads(f["samples/label"].attrs["class_names"]) == []
+    res = scan_sources([csv])
+    assert not res.failures and [s.label for s in res.samples] == [None] * 3
 
 
 def test_manifest_duplicates_whitespace_and_short_rows(tmp_path):
