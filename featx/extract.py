@@ -279,9 +279,19 @@ def _collate(batch):
 
 
 def _worker_init(_):
+    import threading
+
     import torch
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C
+    # After a Ctrl-C the main process stops reading mid-batch; multiprocessing's fd-sharing
+    # thread in this worker then hits a reset connection. That is the expected end, not an error.
+    default_hook = threading.excepthook
+
+    def quiet_hook(args):
+        if not issubclass(args.exc_type, (ConnectionResetError, BrokenPipeError, EOFError)):
+            default_hook(args)
+    threading.excepthook = quiet_hook
 
 
 # ----------------------------------------------------------------------------------------------
