@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 SHARED = Path(os.environ.get("FEATX_SHARED_DATA", ROOT.parent / "shared" / "data"))
 CHEST = SHARED / "chest-xray-pneumonia-224"
 
+from featx.backbones.precision import keep_sensitive_layers_fp32  # noqa: E402
 from featx.backbones.registry import build  # noqa: E402
 from featx.extract import extract, run_model  # noqa: E402
 from featx.runtime import make_runtime  # noqa: E402
@@ -99,6 +100,8 @@ def naive(folder: Path, model_name: str, weights, batch: int) -> float:
 def ceiling(model_name: str, weights, n: int, batch: int, precision: str) -> tuple[float, str]:
     runtime = make_runtime("auto", precision)
     bb = build(model_name, weights=weights)
+    if runtime.precision != "fp32":  # the very network featx runs, precision policy included
+        keep_sensitive_layers_fp32(bb.model.model)
     model = bb.model.to(memory_format=torch.channels_last) if runtime.channels_last else bb.model
     x = torch.randn(batch, 3, *bb.preprocess.crop_size)
     run_model(model, x, runtime)  # warm-up
@@ -145,8 +148,8 @@ def main():
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--no-memory", action="store_true")
     args = ap.parse_args()
-    n_chest = 320 if args.quick else 1280
-    n_large = 24 if args.quick else 96
+    n_chest = 640 if args.quick else 1600
+    n_large = 40 if args.quick else 96
     tmp = Path(tempfile.mkdtemp(prefix="featx-bench-"))
     try:
         sets = {"chest-224-jpeg": chest_subset(tmp / "chest", n_chest),
