@@ -11,7 +11,7 @@ import hashlib
 import logging
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Sequence
@@ -325,12 +325,36 @@ def extract(sources: Sequence[str | Path] | str | Path, cache: str | Path,
     return _run(list(sources), Path(cache), config, progress)
 
 
-def _run(sources: list, cache: Path, cfg: ExtractConfig, progress: bool) -> ExtractSummary:
+class LocalEngine:
+    """Runs the batches on this machine: DataLoader worker processes feed the model here.
+
+    An engine is what ``_run`` asks for the two things that differ between local and distributed
+    runs: the runtime (device and precision, resolved where the model will run) and the
+    execution of the items still to compute. Scanning, locking, naming, reuse, metadata updates
+    and the commit are shared (see featx.engines.ray for the other engine).
+    """
+
+    name = "local"
+
+    def check(self, cfg: ExtractConfig) -> None:
+        pass
+
+    def runtime(self, cfg: ExtractConfig):
+        from featx.runtime import make_runtime
+        return make_runtime(cfg.device, cfg.precision)
+
+    def execute(self, items, plans, hand, cfg, runtime, cache, summary, progress, failures) -> None:
+        _extract_items(items, plans, hand, cfg, runtime, cache, summary, progress, failures)
+
+
+def _run(sources: list, cache: Path, cfg: ExtractConfig, progress: bool, engine=None) -> ExtractSummary:
     t0 = time.perf_counter()
+    engine = engine or LocalEngine()
     if not cfg.backbones and not cfg.handcrafted:
         raise FeatxError("nothing to extract: name a backbone and/or --handcrafted sets")
     if cfg.batch_size < 1:
         raise FeatxError(f"batch size must be at least 1, not {cfg.batch_size}")
+    engine.check(cfg)
     summary = ExtractSummary(cache=str(cache))
     scan = scan_sources(sources, allow_outside=cfg.allow_outside)
     for f in scan.failures:
@@ -365,8 +389,7 @@ def _run(sources: list, cache: Path, cfg: ExtractConfig, progress: bool) -> Extr
             summary.runtime = "cached"
         else:
             if cfg.backbones:
-                from featx.runtime import make_runtime
-                runtime = make_runtime(cfg.device, cfg.precision)
+                runtime = engine.runtime(cfg)
                 plans = _deep_plans(cfg, runtime)
                 _assign_names([s for p in plans for s in p.sets], state)
             summary.sets = [s.name for p in plans for s in p.sets] + [h.name for h in hand]
@@ -384,7 +407,7 @@ def _run(sources: list, cache: Path, cfg: ExtractConfig, progress: bool) -> Extr
         if updates.ids:
             C.Journal(cache).append(updates)
         if items:
-            _extract_items(items, plans, hand, cfg, runtime, cache, summary, progress, failures)
+            engine.execute(items, plans, hand, cfg, runtime, cache, summary, progress, failures)
         elif failures:
             C.Journal(cache).append(C.BatchRecord(failures=failures))
         C.commit(cache)

@@ -35,8 +35,8 @@ import importlib
 
 from featx import cache as C
 from featx.engines import require_ray
-from featx.errors import FeatxError, SourceError
-from featx.sources import Sample, scan_sources
+from featx.errors import FeatxError
+from featx.sources import Sample
 
 log = logging.getLogger("featx")
 # the module, not the function featx/__init__ exports under the same name
@@ -207,79 +207,38 @@ def extract_ray(sources: Sequence[str | Path] | str | Path, cache: str | Path,
     return _run(list(sources), Path(cache), config, progress, address, num_cpus, max_attempts)
 
 
-def _run(sources, cache: Path, cfg: E.ExtractConfig, progress, address, num_cpus, max_attempts):
-    t0 = time.perf_counter()
-    if not cfg.backbones and not cfg.handcrafted:
-        raise FeatxError("nothing to extract: name a backbone and/or --handcrafted sets")
-    if cfg.batch_size < 1:
-        raise FeatxError(f"batch size must be at least 1, not {cfg.batch_size}")
-    if cfg.device == "mps":
-        raise FeatxError("--engine ray runs models on cpu or cuda, not mps")
-    require_ray()
-    summary = E.ExtractSummary(cache=str(cache))
-    scan = scan_sources(sources, allow_outside=cfg.allow_outside)
-    for f in scan.failures:
-        log.warning("%s: %s", f.path, f.reason)
-    summary.warnings = list(scan.warnings)
-    if not scan.samples:
-        if scan.failures:
-            raise SourceError(f"no usable image in {', '.join(map(str, sources))} "
-                              f"({len(scan.failures)} inputs failed; first: {scan.failures[0].path}: {scan.failures[0].reason})")
-        raise SourceError(f"no images found in {', '.join(map(str, sources))}")
+class RayEngine(E.LocalEngine):
+    """featx.extract's run on Ray: the runtime is resolved on a worker (it may have a GPU the
+    driver lacks) and the items run through Ray Data (decode tasks -> model actors)."""
 
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    with C.CacheLock(cache):
-        recovered = C.commit(cache) if C.pending_records(cache) else None
-        if recovered and recovered["records"]:
-            log.info("recovered %d rows from an interrupted run", recovered["rows"])
-        state = C.read_state(cache)
-        hand = E._hand_sets(cfg)
-        E._assign_names(hand, state)
-        ids = [s.id for s in scan.samples]
-        cached = E._cached_deep_sets(cfg, state, ids)
-        plans, items, runtime, use_gpu = [], [], None, False
-        if cached is not None and all(set(ids) <= state.done.get(h.name, set()) for h in hand):
-            summary.sets = cached + [h.name for h in hand]
-            summary.reused = len(ids)
-            summary.runtime = "cached"
-        else:
-            ray = init_ray(address, num_cpus)
-            res = ray.cluster_resources()
-            if cfg.backbones:
-                use_gpu = cfg.device.startswith("cuda") or (cfg.device == "auto" and res.get("GPU", 0) > 0)
-                from featx.runtime import Runtime
-                probe = ray.remote(num_gpus=1 if use_gpu else 0, num_cpus=0)(_probe_runtime)
-                dev, prec, cl = ray.get(probe.remote("cuda" if use_gpu else "cpu", cfg.precision))
-                runtime = Runtime(dev, prec, cl)
-                plans = E._deep_plans(cfg, runtime)
-                E._assign_names([s for p in plans for s in p.sets], state)
-            summary.sets = [s.name for p in plans for s in p.sets] + [h.name for h in hand]
-            for s in scan.samples:
-                groups = tuple(g for g, p in enumerate(plans)
-                               if any(s.id not in state.done.get(d.name, ()) for d in p.sets))
-                hneed = tuple(h for h, hs in enumerate(hand) if s.id not in state.done.get(hs.name, ()))
-                if groups or hneed:
-                    items.append(E._Item(s, groups, hneed))
-                else:
-                    summary.reused += 1
-        failures = [(f.path, f.reason, "source") for f in scan.failures]
-        updates = E._metadata_updates(scan.samples, state, {i.sample.id for i in items})
-        if updates.ids:
-            C.Journal(cache).append(updates)
-        if items:
-            _extract_items(items, plans, hand, cfg, runtime, use_gpu, cache, summary, progress,
-                           failures, max_attempts)
-        elif failures:
-            C.Journal(cache).append(C.BatchRecord(failures=failures))
-        C.commit(cache)
-    summary.failed = len(failures)
-    summary.failures = [(p, r) for p, r, _ in failures]
-    summary.seconds = time.perf_counter() - t0
-    summary.images_per_s = summary.ok / summary.seconds if summary.seconds > 0 else 0.0
-    if cfg.strict and summary.failed:
-        raise FeatxError(f"{summary.failed} inputs failed and --strict is set (first: "
-                         f"{summary.failures[0][0]}: {summary.failures[0][1]}); the rows that worked are cached")
-    return summary
+    name = "ray"
+
+    def __init__(self, address: str | None, num_cpus: int | None, max_attempts: int):
+        self.address, self.num_cpus, self.max_attempts = address, num_cpus, max_attempts
+        self.use_gpu = False
+
+    def check(self, cfg: E.ExtractConfig) -> None:
+        if cfg.device == "mps":
+            raise FeatxError("--engine ray runs models on cpu or cuda, not mps")
+        require_ray()
+
+    def runtime(self, cfg: E.ExtractConfig):
+        from featx.runtime import Runtime
+        ray = init_ray(self.address, self.num_cpus)
+        res = ray.cluster_resources()
+        self.use_gpu = cfg.device.startswith("cuda") or (cfg.device == "auto" and res.get("GPU", 0) > 0)
+        probe = ray.remote(num_gpus=1 if self.use_gpu else 0, num_cpus=0)(_probe_runtime)
+        dev, prec, cl = ray.get(probe.remote("cuda" if self.use_gpu else "cpu", cfg.precision))
+        return Runtime(dev, prec, cl)
+
+    def execute(self, items, plans, hand, cfg, runtime, cache, summary, progress, failures) -> None:
+        init_ray(self.address, self.num_cpus)
+        _extract_items(items, plans, hand, cfg, runtime, self.use_gpu, cache, summary, progress,
+                       failures, self.max_attempts)
+
+
+def _run(sources, cache: Path, cfg: E.ExtractConfig, progress, address, num_cpus, max_attempts):
+    return E._run(sources, cache, cfg, progress, engine=RayEngine(address, num_cpus, max_attempts))
 
 
 def plan_resources(cfg: E.ExtractConfig, cluster: dict, use_gpu: bool) -> tuple[int, float, float, int]:
