@@ -148,7 +148,9 @@ def list_sets(path: str | Path) -> dict[str, dict]:
 
 @dataclass
 class FeatureTable:
-    """Rows computed in every requested set; unpacks as ``X, y, groups, ids``."""
+    """Rows computed in every requested set; unpacks as ``X, y, groups, ids``.
+
+    Also the in-memory table of featx.fit (``table_from_arrays``)."""
 
     X: np.ndarray
     y: np.ndarray
@@ -159,6 +161,7 @@ class FeatureTable:
     class_names: list[str]
     set_slices: dict[str, slice]
     configs: dict[str, dict]
+    source: str | None = None          # the cache it came from, for messages
     duplicate_of: np.ndarray | None = None
 
     def __iter__(self):
@@ -209,7 +212,7 @@ def load_features(cache: str | Path, sets: str | Sequence[str]) -> FeatureTable:
             splits=_strs(f["samples/split"])[rows],
             paths=_strs(f["samples/path"])[rows],
             class_names=json.loads(label.attrs.get("class_names", "[]")),
-            set_slices=slices, configs=configs,
+            set_slices=slices, configs=configs, source=str(cache),
             duplicate_of=_strs(f["samples/duplicate_of"])[rows] if "samples/duplicate_of" in f else None,
         )
 

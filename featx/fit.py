@@ -41,6 +41,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from featx.bundle import ModelBundle, load_bundle, save_bundle
+from featx.cache import FeatureTable
 from featx.errors import CacheError, ConfigMismatchError, FeatxError, ModelError
 from featx.evaluate import (
     EvalPlan,
@@ -64,28 +65,8 @@ SUMMARY_KEYS = ("accuracy", "balanced_accuracy", "auc", "f1")
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class ArrayTable:
-    """A feature table held in memory, shaped like ``featx.cache.FeatureTable``.
-
-    Use :func:`table_from_arrays` to make one from plain arrays; :func:`fit` and :func:`compare`
-    accept it wherever they accept a cache path.
-    """
-
-    X: np.ndarray
-    y: np.ndarray
-    groups: np.ndarray
-    ids: np.ndarray
-    splits: np.ndarray
-    paths: np.ndarray
-    class_names: list[str]
-    set_slices: dict[str, slice]
-    configs: dict[str, dict]
-    source: str | None = None
-    duplicate_of: np.ndarray | None = None
-
-    def __iter__(self):
-        return iter((self.X, self.y, self.groups, self.ids))
+# A feature table held in memory is the cache's own FeatureTable; the name stays for callers.
+ArrayTable = FeatureTable
 
 
 def table_from_arrays(X, y, *, sets: dict[str, int] | None = None, groups=None, splits=None,
@@ -750,7 +731,6 @@ def compare(
     all_sets = list(dict.fromkeys(s for c in choices for s in c))
     table, source = _load_table(cache, all_sets)
     table, dropped = check_finite(table, source, drop_nonfinite)
-    table = subset_table(table, all_sets) if not isinstance(table, ArrayTable) else table
     table.source = source
     plan = plan_evaluation(np.asarray(table.y), table.splits, effective_groups(table), protocol, cv, seed,
                            refit_on)
