@@ -305,8 +305,10 @@ def extract(sources: Sequence[str | Path] | str | Path, cache: str | Path,
             precision: str = "auto", batch_size: int = 32, workers: int | None = None,
             strict: bool = False, window=None, intensity: str = "auto", concat_layers: bool = False,
             jpeg_draft: bool = True, allow_outside: bool = False, name: str | None = None,
-            progress: bool = True, config: ExtractConfig | None = None) -> ExtractSummary:
-    """Extract features of every image in ``sources`` into the HDF5 ``cache``; see ExtractConfig."""
+            progress: bool = True, config: ExtractConfig | None = None, engine=None) -> ExtractSummary:
+    """Extract features of every image in ``sources`` into the HDF5 ``cache``; see ExtractConfig.
+
+    ``engine`` runs the batches: None (this machine, LocalEngine) or featx.engines.ray.RayEngine."""
     def tup(v):
         if v is None:
             return ()
@@ -322,7 +324,7 @@ def extract(sources: Sequence[str | Path] | str | Path, cache: str | Path,
                                allow_outside=allow_outside, name=name)
     if isinstance(sources, (str, Path)):
         sources = [sources]
-    return _run(list(sources), Path(cache), config, progress)
+    return _run(list(sources), Path(cache), config, progress, engine)
 
 
 class LocalEngine:

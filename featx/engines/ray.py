@@ -173,17 +173,6 @@ class _Embedder:
 # Driver side
 
 
-def _config(backbones, handcrafted, layers, **kw) -> E.ExtractConfig:
-    def tup(v):
-        if v is None:
-            return ()
-        if isinstance(v, str):
-            return tuple(x.strip() for x in v.split(",") if x.strip())
-        return tuple(v)
-    kw["batch_size"] = int(kw.get("batch_size", 32))
-    return E.ExtractConfig(backbones=tup(backbones), handcrafted=tup(handcrafted), layers=tup(layers), **kw)
-
-
 def extract_ray(sources: Sequence[str | Path] | str | Path, cache: str | Path,
                 backbones: Sequence[str] | str | None = ("efficientnet_lite0",),
                 handcrafted: Sequence[str] | str | None = None, layers: Sequence[str] | str | None = None,
@@ -197,14 +186,11 @@ def extract_ray(sources: Sequence[str | Path] | str | Path, cache: str | Path,
     """``featx.extract`` on Ray; same arguments, same cache. ``workers`` is the number of model
     actors (default: one per GPU, or one per 4 CPUs of the cluster); ``address`` as ``ray.init``
     (``None``: ``$RAY_ADDRESS`` or a local Ray with ``num_cpus``)."""
-    if config is None:
-        config = _config(backbones, handcrafted, layers, concat_layers=concat_layers, pooling=pooling,
-                         weights=weights, device=device, precision=precision, batch_size=batch_size,
-                         workers=workers, window=window, intensity=intensity, jpeg_draft=jpeg_draft,
-                         strict=strict, allow_outside=allow_outside, name=name)
-    if isinstance(sources, (str, Path)):
-        sources = [sources]
-    return _run(list(sources), Path(cache), config, progress, address, num_cpus, max_attempts)
+    return E.extract(sources, cache, backbones=backbones, handcrafted=handcrafted, layers=layers, pooling=pooling,
+                     weights=weights, device=device, precision=precision, batch_size=batch_size, workers=workers,
+                     strict=strict, window=window, intensity=intensity, concat_layers=concat_layers,
+                     jpeg_draft=jpeg_draft, allow_outside=allow_outside, name=name, progress=progress,
+                     config=config, engine=RayEngine(address, num_cpus, max_attempts))
 
 
 class RayEngine(E.LocalEngine):
@@ -235,10 +221,6 @@ class RayEngine(E.LocalEngine):
         init_ray(self.address, self.num_cpus)
         _extract_items(items, plans, hand, cfg, runtime, self.use_gpu, cache, summary, progress,
                        failures, self.max_attempts)
-
-
-def _run(sources, cache: Path, cfg: E.ExtractConfig, progress, address, num_cpus, max_attempts):
-    return E._run(sources, cache, cfg, progress, engine=RayEngine(address, num_cpus, max_attempts))
 
 
 def plan_resources(cfg: E.ExtractConfig, cluster: dict, use_gpu: bool) -> tuple[int, float, float, int]:
@@ -326,13 +308,7 @@ def _extract_items(items, plans, hand, cfg, runtime, use_gpu, cache, summary, pr
                         n_fail += 1
                         continue
                     good.append((i, item))
-                    s = item.sample
-                    rec.ids.append(s.id)
-                    rec.paths.append(s.path)
-                    rec.labels.append(s.label or "")
-                    rec.groups.append(s.group)
-                    rec.splits.append(s.split)
-                    rec.duplicate_of.append(s.duplicate_of)
+                    rec.add_sample(item.sample)
                 if "pid" in out:
                     pids.update(int(p) for p in np.unique(out["pid"]))
                 for g, plan in enumerate(plans):
