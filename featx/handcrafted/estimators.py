@@ -25,7 +25,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from featx.handcrafted.base import HandcraftedSpec, ImageInputError
 from featx.handcrafted.firstorder import FirstOrderSpec
-from featx.handcrafted.glcm import GLCMSpec
+from featx.handcrafted.glcm import DEFAULT_PROPS, GLCMSpec
 from featx.handcrafted.hog import HOGSpec
 from featx.handcrafted.lbp import LBPSpec
 
@@ -169,14 +169,7 @@ class GLCMFeatures(_HandcraftedTransformer):
         levels: int = 64,
         distances: Sequence[int] = (1, 2, 3),
         angles_deg: Sequence[float] = (0.0, 45.0, 90.0, 135.0),
-        props: Sequence[str] = (
-            "contrast",
-            "dissimilarity",
-            "homogeneity",
-            "energy",
-            "correlation",
-            "ASM",
-        ),
+        props: Sequence[str] = DEFAULT_PROPS,
         symmetric: bool = True,
         angle_mode: str = "mean",
         n_jobs: int | None = None,

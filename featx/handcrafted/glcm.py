@@ -11,6 +11,7 @@ from skimage.feature import graycomatrix, graycoprops
 from featx.errors import FeatxError
 from featx.handcrafted.base import HandcraftedSpec, _fmt, as_bool, as_choice, as_int, quantize
 
+DEFAULT_PROPS = ("contrast", "dissimilarity", "homogeneity", "energy", "correlation", "ASM")
 PROPS = (
     "contrast",
     "dissimilarity",
@@ -58,14 +59,7 @@ class GLCMSpec(HandcraftedSpec):
     levels: int = 64
     distances: tuple[int, ...] = (1, 2, 3)
     angles_deg: tuple[float, ...] = (0.0, 45.0, 90.0, 135.0)
-    props: tuple[str, ...] = (
-        "contrast",
-        "dissimilarity",
-        "homogeneity",
-        "energy",
-        "correlation",
-        "ASM",
-    )
+    props: tuple[str, ...] = DEFAULT_PROPS
     symmetric: bool = True
     angle_mode: str = "mean"
 
