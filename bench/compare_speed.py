@@ -32,7 +32,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from featx.cache import list_sets
-    from featx.extract import extract
+    from featx.extraction import extract
     from featx.fit import compare
 
     cache = Path(args.cache)

@@ -36,7 +36,7 @@ CHEST = SHARED / "chest-xray-pneumonia-224"
 
 from featx.backbones.precision import keep_sensitive_layers_fp32  # noqa: E402
 from featx.backbones.registry import build  # noqa: E402
-from featx.extract import extract, run_model  # noqa: E402
+from featx.extraction import extract, run_model  # noqa: E402
 from featx.runtime import make_runtime  # noqa: E402
 
 
@@ -125,7 +125,7 @@ def featx_run(folder: Path, cache: Path, model_name: str, weights, batch: int) -
 
 
 def peak_rss_mb(folder: Path, cache: Path) -> float:
-    code = ("import resource, sys; from featx.extract import extract; "
+    code = ("import resource, sys; from featx.extraction import extract; "
             f"extract([{str(folder)!r}], {str(cache)!r}, backbones=['timm/test_efficientnet'], weights='none', "
             "precision='fp32', progress=False); "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")

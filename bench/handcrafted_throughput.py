@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import featx
     from featx.cache import load_features
-    from featx.extract import extract
+    from featx.extraction import extract
     from featx.runtime import usable_cpus
     print(f"images: {len(files)} from {args.data}; cpus: {usable_cpus()}; "
           f"featx {featx.__version__}, scikit-image {skimage.__version__}; "

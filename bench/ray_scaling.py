@@ -39,7 +39,7 @@ def main(argv=None) -> int:
 
     from featx import cache as C
     from featx.engines.ray import extract_ray
-    from featx.extract import extract
+    from featx.extraction import extract
 
     src_npz = ROOT / "featx" / "data" / "breastmnist.npz"
     tmp = Path(tempfile.mkdtemp(prefix="featx-ray-bench-"))

@@ -24,7 +24,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/featx-example")
     args = ap.parse_args()
 
-    from featx.extract import extract
+    from featx.extraction import extract
     from featx.fit import fit, predict
 
     work = Path(args.work)

@@ -24,8 +24,8 @@ from featx.errors import (  # noqa: F401
 )
 
 _LAZY = {
-    "extract": ("featx.extract", "extract"),
-    "ExtractConfig": ("featx.extract", "ExtractConfig"),
+    "extract": ("featx.extraction", "extract"),
+    "ExtractConfig": ("featx.extraction", "ExtractConfig"),
     "load_features": ("featx.cache", "load_features"),
     "FeatureTable": ("featx.cache", "FeatureTable"),
     "DeepFeatures": ("featx.deep", "DeepFeatures"),

@@ -254,7 +254,7 @@ class SetRows:
     kind: str
     ids: list[str]
     X: np.ndarray | tuple   # rows, or (journal file, key) when read back lazily
-    request: str = ""   # key of the user-level options that produced this set (see featx.extract)
+    request: str = ""   # key of the user-level options that produced this set (see featx.extraction)
 
 
 @dataclass

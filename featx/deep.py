@@ -114,7 +114,7 @@ class DeepFeatures(TransformerMixin, BaseEstimator):
         import torch
 
         from featx.backbones.preprocess import preprocess
-        from featx.extract import run_model
+        from featx.extraction import run_model
         bb, model, runtime = self._network()
         out = []
         for a in range(0, len(images), self.batch_size):
@@ -138,7 +138,7 @@ class DeepFeatures(TransformerMixin, BaseEstimator):
             return self._compute(images)
         from featx.cache import load_features
         from featx.errors import DecodeError
-        from featx.extract import extract
+        from featx.extraction import extract
         from featx.sources import scan_sources
         summary = extract(paths, self.cache, backbones=[self.backbone], layers=self.layers, pooling=self.pooling,
                           weights=self.weights, device=self.device, precision=self.precision,

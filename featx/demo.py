@@ -18,7 +18,7 @@ def demo_data_path() -> Path:
 
 
 def run_demo(outdir: str | Path = "featx-demo", head: str = "svm", progress: bool = True):
-    from featx.extract import extract
+    from featx.extraction import extract
     from featx.fit import fit
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)

@@ -101,7 +101,7 @@ def make_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
 
 def configure_threads() -> None:
     """The model gets every usable core for intra-op work and one inter-op thread; decoding
-    workers run one thread each (see featx.extract), so the cores are not oversubscribed."""
+    workers run one thread each (see featx.extraction), so the cores are not oversubscribed."""
     import torch
     torch.set_num_threads(usable_cpus())
     try:

@@ -55,7 +55,7 @@ def image_folder(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def breast_cache(tmp_path_factory) -> Path:
     """The embedded BreastMNIST through real EfficientNet-Lite0 weights (default settings), once per session."""
-    from featx.extract import extract
+    from featx.extraction import extract
     cache = tmp_path_factory.mktemp("breast") / "breast.h5"
     extract([str(BREAST_NPZ)], cache, progress=False)
     return cache

@@ -14,7 +14,7 @@ import pytest
 
 from featx import cache as C
 from featx.errors import CacheLockedError, FeatxError
-from featx.extract import extract
+from featx.extraction import extract
 from tests.conftest import BREAST_NPZ, TINY, write_png
 
 FAST = dict(backbones=[TINY], weights="none", precision="fp32", progress=False, workers=0)
@@ -117,7 +117,7 @@ def test_kill_9_mid_run_loses_nothing_written(tmp_path, chest_dir):
         for p in sorted((chest_dir / "train" / c).glob("*.jpeg"))[:60]:
             (src / c / p.name).symlink_to(p)
     cache = tmp_path / "k.h5"
-    args = [sys.executable, "-m", "cli.main", "extract", str(src), "-o", str(cache), "--backbone", TINY,
+    args = [sys.executable, "-m", "featx.cli", "extract", str(src), "-o", str(cache), "--backbone", TINY,
             "--weights", "none", "--precision", "fp32", "--batch-size", "8", "--workers", "0", "-q"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120

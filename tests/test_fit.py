@@ -234,7 +234,7 @@ def test_breastmnist_svm_reaches_auc_087_and_predict_from_the_npz_gives_780_rows
 def test_ct_dicom_grouped_cv_end_to_end_keeps_patients_on_one_side(ct_dir, tmp_path):
     """Real CT DICOMs (54 patients, 9 with both labels) -> firstorder features -> nested grouped CV."""
     from featx.cache import load_features
-    from featx.extract import extract
+    from featx.extraction import extract
 
     cache = tmp_path / "ct.h5"
     extract([ct_dir], cache, backbones=[], handcrafted="firstorder", progress=False)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
+from featx.cli.main import main
 from fit_helpers import split_labels, toy_data, write_cache
 
 

@@ -14,7 +14,7 @@ from sklearn.svm import SVC
 
 from featx import load_features
 from featx.cache import list_sets
-from featx.extract import extract
+from featx.extraction import extract
 from tests.conftest import BREAST_NPZ
 
 

@@ -19,7 +19,7 @@ ray = pytest.importorskip("ray")
 
 from featx import cache as C  # noqa: E402
 from featx.engines.ray import extract_ray  # noqa: E402
-from featx.extract import extract  # noqa: E402
+from featx.extraction import extract  # noqa: E402
 
 from conftest import BREAST_NPZ, TINY, write_png  # noqa: E402
 
@@ -143,7 +143,7 @@ def test_real_weights_subset_via_cli_and_skips_cached(cluster, tmp_path):
     mixed = tmp_path / "mixed.h5"
     n_benign = extract(root / "benign", mixed, **opts).ok
     assert 0 < n_benign < 60
-    from cli.main import main
+    from featx.cli.main import main
     res = CliRunner().invoke(main, ["extract", str(root), "-o", str(mixed), "--engine", "ray",
                                     "--backbone", "efficientnet_lite0", "--precision", "fp32", "-q"])
     assert res.exit_code == 0, res.output
@@ -166,7 +166,7 @@ def test_fit_engine_ray_joblib_matches_local(cluster, local_cache, tmp_path):
 
 def test_fit_cli_xgboost_through_ray_train(cluster, local_cache, tmp_path, monkeypatch):
     import featx.engines.ray_fit as RF
-    from cli.main import main
+    from featx.cli.main import main
     from featx.bundle import load_bundle
     ref, sets = local_cache
     monkeypatch.setattr(RF, "XGB_MIN_ROWS", 100)   # this cache counts as large
@@ -190,7 +190,7 @@ def test_fit_cli_xgboost_through_ray_train(cluster, local_cache, tmp_path, monke
 
 
 def test_missing_ray_is_a_one_line_featx_error(monkeypatch, tmp_path):
-    from cli.main import main
+    from featx.cli.main import main
     from featx.engines import EngineUnavailableError, require_ray
     monkeypatch.setitem(sys.modules, "ray", None)          # `import ray` now raises ImportError
     with pytest.raises(EngineUnavailableError, match=r"pip install 'featx\[ray\]'"):

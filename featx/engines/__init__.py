@@ -1,6 +1,6 @@
 """Execution engines: where extraction and fitting run.
 
-``local`` is featx's own pipeline (featx.extract, featx.fit). ``ray`` (featx.engines.ray) runs the
+``local`` is featx's own pipeline (featx.extraction, featx.fit). ``ray`` (featx.engines.ray) runs the
 same stages on a Ray cluster and writes the same cache and bundles; it needs ``pip install
 'featx[ray]'``.
 """

@@ -1,6 +1,6 @@
 """Extraction on a Ray cluster: ``featx extract ... --engine ray [--address auto|ray://HOST:PORT]``.
 
-The pipeline is featx's own (featx.extract), spread over Ray:
+The pipeline is featx's own (featx.extraction), spread over Ray:
 
     samples (featx.sources.scan_sources, on the driver)
       -> ray.data.from_items                      one row per sample that still needs work
@@ -40,7 +40,7 @@ from featx.sources import Sample
 
 log = logging.getLogger("featx")
 # the module, not the function featx/__init__ exports under the same name
-E = importlib.import_module("featx.extract")
+E = importlib.import_module("featx.extraction")
 
 _SAMPLE_FIELDS = ("id", "path", "reader", "file", "index", "label", "group", "split", "duplicate_of")
 
@@ -92,7 +92,7 @@ def _row_to_item(row) -> E._Item:
 
 
 def _decode_batch(batch: dict, read_opts, preprocs, hand_specs) -> dict:
-    """Ray task: decode + preprocess each sample (featx.extract._Dataset), compute handcrafted sets.
+    """Ray task: decode + preprocess each sample (featx.extraction._Dataset), compute handcrafted sets.
 
     Output columns: k, error, m<g>/x<g> (mask and model input per preprocessing group, zeros
     where absent), h<h> (handcrafted vector as float32 bytes, b"" where absent)."""
@@ -183,7 +183,7 @@ def extract_ray(sources: Sequence[str | Path] | str | Path, cache: str | Path,
                 progress: bool = True, config: E.ExtractConfig | None = None, *,
                 address: str | None = None, num_cpus: int | None = None,
                 max_attempts: int = 3) -> E.ExtractSummary:
-    """``featx.extract`` on Ray; same arguments, same cache. ``workers`` is the number of model
+    """``featx.extraction.extract`` on Ray; same arguments, same cache. ``workers`` is the number of model
     actors (default: one per GPU, or one per 4 CPUs of the cluster); ``address`` as ``ray.init``
     (``None``: ``$RAY_ADDRESS`` or a local Ray with ``num_cpus``)."""
     return E.extract(sources, cache, backbones=backbones, handcrafted=handcrafted, layers=layers, pooling=pooling,
@@ -194,7 +194,7 @@ def extract_ray(sources: Sequence[str | Path] | str | Path, cache: str | Path,
 
 
 class RayEngine(E.LocalEngine):
-    """featx.extract's run on Ray: the runtime is resolved on a worker (it may have a GPU the
+    """featx.extraction's run on Ray: the runtime is resolved on a worker (it may have a GPU the
     driver lacks) and the items run through Ray Data (decode tasks -> model actors)."""
 
     name = "ray"

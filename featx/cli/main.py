@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import click
 
-from cli.common import setup_logging
-from cli.demo import demo_cmd
-from cli.extract import extract_cmd
-from cli.info import info_cmd
-from cli.fit import fit_cmd
-from cli.predict import predict_cmd
-from cli.compare import compare_cmd
+from featx.cli.common import setup_logging
+from featx.cli.demo import demo_cmd
+from featx.cli.extract import extract_cmd
+from featx.cli.info import info_cmd
+from featx.cli.fit import fit_cmd
+from featx.cli.predict import predict_cmd
+from featx.cli.compare import compare_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -5,7 +5,7 @@ import json
 
 import click
 
-from cli.common import handle_errors, split_list
+from featx.cli.common import handle_errors, split_list
 
 
 def parse_params(values) -> dict:

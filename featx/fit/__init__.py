@@ -914,7 +914,7 @@ def predict(
 
     ``bundle``: a model path (verified against its sha256 sidecar unless ``trust``) or a
     :class:`ModelBundle`. With ``sources`` (image folders, files, npz, DICOM, manifests) the
-    images go through ``featx.extract.extract`` into ``cache`` (a temporary file when None) with
+    images go through ``featx.extraction.extract`` into ``cache`` (a temporary file when None) with
     the extractor settings stored in the model, and the rows of those sources are returned
     (samples that failed to decode get a row with an empty prediction and the reason in
     ``note``). With only ``cache``, every row that has the model's feature sets is predicted.
@@ -951,7 +951,7 @@ _RUN_OPTIONS = ("device", "batch_size", "workers", "progress", "allow_outside", 
 
 
 def extraction_calls(set_configs: dict[str, dict]) -> list[dict[str, Any]]:
-    """``featx.extract.extract`` keyword arguments that recreate feature sets with these configs:
+    """``featx.extraction.extract`` keyword arguments that recreate feature sets with these configs:
     one call per backbone / pooling / weights / precision / reading group (taps of one backbone
     share a call), one per reading group of handcrafted sets."""
     groups: dict[str, dict[str, Any]] = {}
@@ -995,7 +995,7 @@ def extraction_calls(set_configs: dict[str, dict]) -> list[dict[str, Any]]:
 
 
 def _predict_sources(bundle: ModelBundle, sources: list[str], cache: str, options: dict) -> pd.DataFrame:
-    from featx.extract import extract
+    from featx.extraction import extract
     from featx.sources import scan_sources
 
     unknown = set(options) - set(_RUN_OPTIONS)

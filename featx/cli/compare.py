@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from cli.common import handle_errors, split_list
-from cli.fit import common_options, fit_kwargs
+from featx.cli.common import handle_errors, split_list
+from featx.cli.fit import common_options, fit_kwargs
 
 
 @click.command("compare")

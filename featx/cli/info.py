@@ -5,7 +5,7 @@ import json
 
 import click
 
-from cli.common import handle_errors
+from featx.cli.common import handle_errors
 
 
 @click.command("info")

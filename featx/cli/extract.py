@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from cli.common import handle_errors, split_list
+from featx.cli.common import handle_errors, split_list
 
 
 def _window(value):
@@ -58,7 +58,7 @@ def extract_cmd(sources, cache, backbones, handcrafted, layers, concat_layers, p
             from featx.engines.ray import extract_ray
             extract = partial(extract_ray, address=address)
         else:
-            from featx.extract import extract
+            from featx.extraction import extract
         summary = extract(list(sources), cache, backbones=bbs, handcrafted=handcrafted, layers=split_list(layers),
                           concat_layers=concat_layers, pooling=pooling, weights=weights, device=device,
                           precision=precision, batch_size=batch_size, workers=workers, strict=strict,

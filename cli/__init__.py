@@ -1,1 +1,0 @@
-"""The ``featx`` command line: thin click doors onto featx's library functions."""
