@@ -1,7 +1,8 @@
 """Classical heads on top of cached features.
 
-``elm`` holds the extreme learning machine estimators. (Head factories and default search grids
-are planned for ``zoo``, beside it.)
+``elm`` holds the extreme learning machine estimators; ``wrappers`` the sklearn wrappers featx adds
+(XGBoost, calibration, ELM with class weights); ``zoo`` the head registry (:class:`HeadSpec` per head)
+and the factories ``featx.fit`` uses.
 """
 from __future__ import annotations
 
