@@ -24,11 +24,27 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from scipy.stats import loguniform, randint, uniform
-from sklearn.utils._param_validation import InvalidParameterError, validate_parameter_constraints
-
 from featx.errors import FeatxError
-from featx.heads.wrappers import CalibratedHead, ELMHead, XGBoostHead
+
+# Light on purpose: the CLI reads HEADS while parsing options, before it shows anything. sklearn,
+# scipy and the wrappers are imported when a head is built or checked.
+_WRAPPERS = ("XGBoostHead", "CalibratedHead", "ELMHead")
+
+
+def __getattr__(name):  # zoo.XGBoostHead etc., imported on first use
+    if name in _WRAPPERS:
+        from featx.heads import wrappers
+        return getattr(wrappers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _wrapper(name):
+    return lambda: __getattr__(name)
+
+
+def _stats():
+    import scipy.stats
+    return scipy.stats
 
 __all__ = ["HeadSpec", "HEAD_SPECS", "HEADS", "CALIBRATED_HEADS", "head_spec", "check_head_name",
            "check_head_params", "make_head", "default_grid", "default_distributions", "needs_calibration",
@@ -86,7 +102,7 @@ HEAD_SPECS: dict[str, HeadSpec] = {spec.name: spec for spec in (
         "svm", _svc,
         lambda cw, seed: dict(kernel="rbf", C=1.0, gamma="scale", class_weight=cw, random_state=seed, cache_size=500),
         grid={"C": [0.3, 1.0, 3.0, 10.0, 30.0], "gamma": ["scale"]},
-        distributions=lambda: {"C": loguniform(0.1, 100.0)},
+        distributions=lambda: {"C": _stats().loguniform(0.1, 100.0)},
         needs_calibration=True, aliases=("svc",), summary="RBF support vector machine"),
     HeadSpec(
         "rf", _rf,
@@ -94,35 +110,36 @@ HEAD_SPECS: dict[str, HeadSpec] = {spec.name: spec for spec in (
                               class_weight="balanced_subsample" if cw == "balanced" else cw,
                               random_state=seed, n_jobs=1),
         grid={"max_features": ["sqrt", 0.05], "min_samples_leaf": [1, 3]},
-        distributions=lambda: {"max_features": uniform(0.01, 0.3), "min_samples_leaf": randint(1, 6)},
+        distributions=lambda: {"max_features": _stats().uniform(0.01, 0.3), "min_samples_leaf": _stats().randint(1, 6)},
         aliases=("randomforest",), summary="random forest"),
     HeadSpec(
-        "xgboost", lambda: XGBoostHead,
+        "xgboost", _wrapper("XGBoostHead"),
         lambda cw, seed: dict(class_weight=cw, random_state=seed),
         grid={"max_depth": [2, 4], "colsample_bytree": [0.1, 0.3]},
-        distributions=lambda: {"max_depth": randint(2, 7), "learning_rate": loguniform(0.02, 0.3),
-                               "colsample_bytree": uniform(0.1, 0.7), "min_child_weight": loguniform(0.5, 10)},
+        distributions=lambda: {"max_depth": _stats().randint(2, 7), "learning_rate": _stats().loguniform(0.02, 0.3),
+                               "colsample_bytree": _stats().uniform(0.1, 0.7),
+                               "min_child_weight": _stats().loguniform(0.5, 10)},
         aliases=("xgb",), summary="gradient-boosted trees"),
     # The head sees per-feature standardized inputs, and deep features are strongly correlated, so
     # unit-scale random projections saturate tanh; weight_scale 0.25 keeps the hidden layer in its
     # useful range (BreastMNIST Lite0 test AUC 0.852 -> 0.885).
     HeadSpec(
-        "elm", lambda: ELMHead,
+        "elm", _wrapper("ELMHead"),
         lambda cw, seed: dict(n_hidden=1000, alpha=100.0, weight_scale=0.25, class_weight=cw, random_state=seed),
         grid={"n_hidden": [1000, 2000], "alpha": [1.0, 10.0, 100.0, 1000.0]},
-        distributions=lambda: {"n_hidden": randint(256, 3001), "alpha": loguniform(1e-2, 1e3)},
+        distributions=lambda: {"n_hidden": _stats().randint(256, 3001), "alpha": _stats().loguniform(1e-2, 1e3)},
         needs_calibration=True, summary="extreme learning machine"),
     HeadSpec(
         "logreg", _logreg,
         lambda cw, seed: dict(C=0.1, max_iter=3000, class_weight=cw, random_state=seed),
         grid={"C": [0.001, 0.01, 0.1, 1.0]},
-        distributions=lambda: {"C": loguniform(1e-4, 10.0)},
+        distributions=lambda: {"C": _stats().loguniform(1e-4, 10.0)},
         aliases=("lr", "logistic"), summary="L2 logistic regression"),
     HeadSpec(
         "knn", _knn,
         lambda cw, seed: dict(n_neighbors=11, weights="distance"),
         grid={"n_neighbors": [5, 11, 21], "weights": ["uniform", "distance"]},
-        distributions=lambda: {"n_neighbors": randint(3, 41), "weights": ["uniform", "distance"]},
+        distributions=lambda: {"n_neighbors": _stats().randint(3, 41), "weights": ["uniform", "distance"]},
         supports_class_weight=False, summary="k nearest neighbours"),
 )}
 
@@ -164,6 +181,8 @@ def check_head_params(name: str, params: dict[str, Any]) -> None:
         hints = "".join(f" (did you mean {c[0]}?)" for c in close.values() if c)
         raise FeatxError(f"head {spec.name!r} has no parameter(s) {', '.join(unknown)}{hints}; "
                          f"valid: {', '.join(valid)}")
+    from sklearn.utils._param_validation import InvalidParameterError, validate_parameter_constraints
+
     constraints = spec.parameter_constraints()
     for key, value in params.items():
         if key not in constraints:
