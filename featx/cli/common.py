@@ -67,7 +67,7 @@ class FeatxGroup(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         FeatxGroup.debug = False
         try:
-            rv = super().main(args, prog_name or "featx", complete_var, standalone_mode=False, **extra)
+            rv = super().main(args, "featx", complete_var, standalone_mode=False, **extra)
         except click.exceptions.NoArgsIsHelpError as e:
             e.show()
             sys.exit(e.exit_code)
@@ -162,7 +162,7 @@ class WholeNumber(click.ParamType):
         except (TypeError, ValueError):
             number = None
         if number is None or (number < self.minimum and number not in self.also):
-            self.fail(f"{value!r}: needs {self.describe()}", param, ctx)
+            self.fail(f"{value}: needs {self.describe()}", param, ctx)
         return number
 
 
@@ -184,7 +184,7 @@ class FiniteNumber(click.ParamType):
             number = math.nan
         upper = "" if self.maximum is None else f" and <= {self.maximum:g}"
         if not math.isfinite(number) or number < self.minimum or (self.maximum is not None and number > self.maximum):
-            self.fail(f"{value!r}: needs a finite number >= {self.minimum:g}{upper}"
+            self.fail(f"{value}: needs a finite number >= {self.minimum:g}{upper}"
                       f"{f' ({self.meaning})' if self.meaning else ''}", param, ctx)
         return number
 
@@ -210,7 +210,7 @@ class PcaAmount(click.ParamType):
         except ValueError:
             number = math.nan
         if not math.isfinite(number) or number <= 0 or (number >= 1 and not number.is_integer()):
-            self.fail(f"{value!r}: needs {accepted}", param, ctx)
+            self.fail(f"{value}: needs {accepted}", param, ctx)
         return number if number < 1 else int(number)
 
 

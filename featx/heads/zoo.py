@@ -177,8 +177,9 @@ def check_head_params(name: str, params: dict[str, Any]) -> None:
     valid = spec.parameter_names()
     unknown = sorted(set(params) - set(valid))
     if unknown:
-        close = {u: difflib.get_close_matches(u, valid, n=1) for u in unknown}
-        hints = "".join(f" (did you mean {c[0]}?)" for c in close.values() if c)
+        lower = {v.lower(): v for v in valid}
+        close = [difflib.get_close_matches(u.lower(), list(lower), n=1, cutoff=0.5) for u in unknown]
+        hints = "".join(f" (did you mean {lower[c[0]]}?)" for c in close if c)
         raise FeatxError(f"head {spec.name!r} has no parameter(s) {', '.join(unknown)}{hints}; "
                          f"valid: {', '.join(valid)}")
     from sklearn.utils._param_validation import InvalidParameterError, validate_parameter_constraints
