@@ -119,6 +119,10 @@ def test_unexpected_exception_is_one_line_with_debug_hint_and_debug_shows_traceb
     res = invoke(*args)
     line = one_error_line(res, code=1)
     assert line == "featx: error: unexpected RuntimeError: something odd second line; rerun with --debug for the traceback"
+    monkeypatch.setattr(featx.fit, "fit", lambda *a, **k: (_ for _ in ()).throw(ValueError("All fits failed\nTraceback (most recent call last):\n  File x\nValueError: the cause")))
+    assert one_error_line(invoke(*args), code=1) == ("featx: error: unexpected ValueError: ValueError: the cause; "
+                                                      "rerun with --debug for the traceback")
+    monkeypatch.setattr(featx.fit, "fit", boom)
     res = invoke("--debug", *args)
     assert res.exit_code == 1 and "Traceback" in res.stderr and "RuntimeError: something odd" in res.stderr
     assert res.stderr.strip().splitlines()[-1].startswith("featx: error: unexpected RuntimeError")

@@ -87,7 +87,10 @@ class FeatxGroup(click.Group):
             sys.exit(130)
         except Exception as e:  # noqa: BLE001 - the last line of defence: one line, never a traceback
             self._traceback()
-            detail = _one_line(e) or "(no message)"
+            lines = [line for line in str(e).splitlines() if line.strip()]
+            # a message that embeds tracebacks (sklearn's "All the fits failed") ends with the cause
+            detail = (lines[-1].strip() if "Traceback" in str(e) else _one_line(e)) or "(no message)"
+            detail = detail if len(detail) <= 300 else detail[:297] + "..."
             hint = "" if FeatxGroup.debug else f"; {DEBUG_HINT}"
             click.echo(f"featx: error: unexpected {type(e).__name__}: {detail}{hint}", err=True)
             sys.exit(1)

@@ -192,7 +192,8 @@ def check_head_params(name: str, params: dict[str, Any]) -> None:
             validate_parameter_constraints({key: constraints[key]}, {key: value},
                                            caller_name=spec.estimator_class().__name__)
         except InvalidParameterError as e:
-            reason = str(e).rstrip(".").replace(" Got ", "; got ")
+            reason = str(e).rstrip(".").replace(". Got ", "; got ")
+            reason = reason[:1].lower() + reason[1:]
             raise FeatxError(f"{key}={value!r} is not valid for head {spec.name!r}: {reason}") from None
 
 
