@@ -39,6 +39,8 @@ def checked_params(head: str, values) -> dict:
     from featx.errors import FeatxError
 
     params = parse_params(values)
+    if not params:  # nothing to check: do not import sklearn before "loading CACHE" shows
+        return params
     try:
         check_head_params(head, params)
     except FeatxError as e:
