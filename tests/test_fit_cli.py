@@ -28,7 +28,7 @@ def test_fit_predict_compare_commands(tmp_path, toy_cache):
     model = tmp_path / "m.joblib"
     res = run("fit", toy_cache, "--features", "a,b", "--head", "svm", "-o", model, "--report", tmp_path / "rep",
               "--bootstrap", "100", "--jobs", "1")
-    assert res.output.startswith("svm on a+b: test ACC ") and "AUC" in res.output
+    assert res.stdout.startswith("svm on a+b: test ACC ") and "AUC" in res.stdout
     assert model.exists() and (tmp_path / "m.joblib.sha256").exists()
     metrics = json.loads((tmp_path / "rep" / "metrics.json").read_text())
     assert metrics["test"]["auc"] > 0.8
@@ -42,7 +42,7 @@ def test_fit_predict_compare_commands(tmp_path, toy_cache):
 
     res = run("compare", toy_cache, "--features", "a,b,a+b", "--heads", "logreg,knn", "-o", tmp_path / "lb.csv",
               "--bootstrap", "50", "--jobs", "1")
-    assert res.output.startswith("6 runs in ")
+    assert res.stdout.startswith("6 runs in ")
     board = pd.read_csv(tmp_path / "lb.csv")
     assert len(board) == 6 and (tmp_path / "lb.md").exists() and (tmp_path / "lb.png").exists()
 
@@ -63,8 +63,9 @@ def test_fit_options_reach_the_pipeline(tmp_path, toy_cache):
 
 def test_errors_are_one_line_with_exit_code(tmp_path, toy_cache):
     res = run("fit", toy_cache, "--features", "nope", "-o", tmp_path / "m.joblib", ok=False)
-    assert res.exit_code == 2 and res.output.strip().startswith("featx: error: ")
-    assert "no feature set 'nope'" in res.output and len(res.output.strip().splitlines()) == 1
+    assert res.exit_code == 2 and res.stdout == ""
+    assert res.stderr.splitlines() == [f"loading {toy_cache}", res.stderr.splitlines()[-1]]
+    assert res.stderr.splitlines()[-1].startswith("featx: error: ") and "no feature set 'nope'" in res.stderr
 
     model = tmp_path / "m.joblib"
     run("fit", toy_cache, "--features", "a", "--head", "logreg", "--search", "none", "-o", model, "--bootstrap", "0")

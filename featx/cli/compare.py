@@ -3,23 +3,40 @@ from __future__ import annotations
 
 import click
 
-from featx.cli.common import handle_errors, split_list
-from featx.cli.fit import common_options, fit_kwargs
+from featx.cli.common import split_list
+from featx.cli.fit import JOBS, common_options, fit_kwargs, start_loading, with_progress
+
+COMPARE_EPILOG = """\b
+Examples:
+  featx compare breast.h5 --features efficientnet_lite0,hog,efficientnet_lite0+hog -o board.csv
+  featx compare chest.h5 --features efficientnet_lite0 --heads svm,logreg --jobs 2 -o board.csv
+"""
 
 
-@click.command("compare")
-@click.argument("cache", type=click.Path(exists=True, dir_okay=False))
+@click.command("compare", epilog=COMPARE_EPILOG)
+@click.argument("cache", type=click.Path(exists=True))
 @click.option("--features", "features", multiple=True, required=True, help="Choices: A,B,A+B (a '+' fuses sets into one model).")
 @click.option("--heads", "heads", multiple=True, default=("svm,rf,xgboost,elm,logreg",), show_default=True, help="Heads to try, comma-separated.")
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False), help="leaderboard.csv (a .md and a .png are written beside it).")
-@click.option("--jobs", "n_jobs", type=int, default=-1, show_default=True, help="Runs in parallel (-1: all cores).")
+@click.option("--jobs", "n_jobs", type=JOBS, default=-1, show_default=True, help="Runs in parallel (-1: all cores).")
 @common_options
-@handle_errors
-def compare_cmd(cache, features, heads, output, n_jobs, **kw):
+def compare_cmd(cache, features, heads, output, n_jobs, quiet, **kw):
     """Compare heads and feature sets of CACHE on the same rows and folds."""
-    from featx.fit import compare
+    from featx.errors import FeatxError
+    from featx.heads.zoo import check_head_name
 
-    res = compare(cache, split_list(features), split_list(heads), out=output, n_jobs=n_jobs, **fit_kwargs(**kw))
+    try:
+        head_names = [check_head_name(h) for h in split_list(heads)]
+    except FeatxError as e:
+        raise click.BadParameter(str(e), param_hint="'--heads'") from None
+    progress = start_loading(cache, quiet)
+    try:
+        from featx.fit import compare
+
+        res = compare(cache, split_list(features), head_names, out=output, n_jobs=n_jobs, **fit_kwargs(**kw),
+                      **with_progress(compare, progress))
+    finally:
+        progress.close()
     board = res.leaderboard
     best = board.iloc[0]
     click.echo(f"{len(board)} runs in {res.seconds:.1f} s; best: {best['features']} / {best['head']} "

@@ -5,14 +5,20 @@ import sys
 
 import click
 
-from featx.cli.common import handle_errors
+from featx.cli.common import SuggestChoice
+from featx.heads.zoo import HEADS
+
+DEMO_EPILOG = """\b
+Examples:
+  featx demo
+  featx demo --head logreg -o /tmp/featx-demo
+"""
 
 
-@click.command("demo")
+@click.command("demo", epilog=DEMO_EPILOG)
 @click.option("-o", "--output", "outdir", default="featx-demo", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the cache, the model and the report.")
-@click.option("--head", default="svm", show_default=True, help="svm, rf, xgboost, elm, logreg or knn.")
-@handle_errors
+@click.option("--head", type=SuggestChoice(HEADS), default="svm", show_default=True)
 def demo_cmd(outdir, head):
     """Extract the embedded BreastMNIST with EfficientNet-Lite0, fit a head, report test accuracy/AUC."""
     from featx.demo import demo_data_path, run_demo

@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from featx.cli.common import handle_errors, split_list
+from featx.cli.common import RegistryChoice, SuggestChoice, WholeNumber, split_list
 
 
 def _window(value):
@@ -15,34 +15,40 @@ def _window(value):
         try:
             c, w = (float(x) for x in value.split(","))
         except ValueError:
-            raise click.BadParameter("a preset name or CENTER,WIDTH in HU") from None
+            raise click.BadParameter(f"{value!r}: needs a preset name or CENTER,WIDTH in HU (e.g. -600,1500)", param_hint="'--window'") from None
         return (c, w)
     return value
 
 
-@click.command("extract")
+EXTRACT_EPILOG = """\b
+Examples:
+  featx extract images/ -o cache.h5                     (class subfolders give the labels)
+  featx extract scans.csv -o ct.h5 --backbone efficientnet_lite0 --handcrafted hog,glcm --window lung
+"""
+
+
+@click.command("extract", epilog=EXTRACT_EPILOG)
 @click.argument("sources", nargs=-1, required=True)
 @click.option("-o", "--output", "cache", required=True, type=click.Path(dir_okay=False), help="HDF5 cache to create or extend.")
 @click.option("--backbone", "backbones", multiple=True, help="Backbone name(s): a featx alias, torchvision or timm model (repeat or comma-separate). Default efficientnet_lite0; 'none' for handcrafted only.")
 @click.option("--handcrafted", default=None, help="Handcrafted sets, e.g. hog,lbp,glcm,firstorder.")
 @click.option("--layers", multiple=True, help="Taps: 'head' (default), stage indices (0..), module names, or 'stages'.")
 @click.option("--concat-layers", is_flag=True, help="Store the taps concatenated as one set instead of one set each.")
-@click.option("--pooling", type=click.Choice(["avg", "max", "gem"]), default="avg", show_default=True)
+@click.option("--pooling", type=RegistryChoice("featx.backbones.taps:POOLINGS", default="avg"), default="avg", show_default=True)
 @click.option("--weights", default=None, help="A local state-dict file, or 'none' for random init (recorded). Default: pretrained.")
 @click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda|cuda:N|mps")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--workers", type=int, default=None, help="Decoding worker processes (default: cores - 1 with a backbone, all cores without); with --engine ray, model actors (default: one per GPU, or per 4 CPUs).")
+@click.option("--precision", type=RegistryChoice("featx.runtime:PRECISIONS", default="auto"), default="auto", show_default=True)
+@click.option("--batch-size", type=WholeNumber(1, "images per batch"), default=32, show_default=True)
+@click.option("--workers", type=WholeNumber(1, "processes"), default=None, help="Decoding worker processes (default: cores - 1 with a backbone, all cores without); with --engine ray, model actors (default: one per GPU, or per 4 CPUs).")
 @click.option("--window", default=None, help="DICOM window: lung, mediastinum, bone, brain, abdomen, liver, or CENTER,WIDTH (HU). Default: the file's own.")
-@click.option("--intensity", type=click.Choice(["auto", "dtype", "minmax"]), default="auto", show_default=True, help="How >8-bit data becomes [0, 1].")
+@click.option("--intensity", type=SuggestChoice(["auto", "dtype", "minmax"]), default="auto", show_default=True, help="How >8-bit data becomes [0, 1].")
 @click.option("--no-jpeg-draft", is_flag=True, help="Decode large JPEGs at full size (slower; draft decoding is recorded in the config).")
 @click.option("--name", default=None, help="Name for the feature set (default: the backbone's name).")
 @click.option("--allow-outside", is_flag=True, help="Let a CSV manifest point outside its own folder.")
 @click.option("--strict", is_flag=True, help="Exit non-zero if any input failed.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="ray: decode in Ray tasks and run the model in one Ray actor per GPU/CPU slot (--workers actors); needs featx[ray].")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display.")
+@click.option("--engine", type=SuggestChoice(["local", "ray"]), default="local", show_default=True, help="ray: decode in Ray tasks and run the model in one Ray actor per GPU/CPU slot (--workers actors); needs featx[ray].")
 @click.option("--address", default=None, help="Ray cluster for --engine ray: auto, HOST:PORT or ray://HOST:PORT (default: $RAY_ADDRESS, else a local Ray).")
-@handle_errors
 def extract_cmd(sources, cache, backbones, handcrafted, layers, concat_layers, pooling, weights, device, precision,
                 batch_size, workers, window, intensity, no_jpeg_draft, name, allow_outside, strict, quiet, engine, address):
     """Extract features of SOURCES (folders, CSV manifests, .npz, DICOM or image files) into CACHE."""

@@ -1,11 +1,23 @@
 """featx fit: train a head on cached features, evaluate it, save the model bundle."""
 from __future__ import annotations
 
+import inspect
 import json
 
 import click
 
-from featx.cli.common import handle_errors, split_list
+from featx.cli.common import (FiniteNumber, PcaAmount, RegistryChoice, SuggestChoice, WholeNumber, require_cache,
+                              require_labels, split_list)
+from featx.cli.progress import make_progress
+from featx.heads.zoo import HEADS, check_head_params
+
+JOBS = WholeNumber(1, also={-1: "all cores"})
+
+FIT_EPILOG = """\b
+Examples:
+  featx fit breast.h5 --features efficientnet_lite0 --head svm -o svm.joblib --report report/
+  featx fit chest.h5 --features efficientnet_lite0,hog --head logreg --param C=0.1 -o lr.joblib
+"""
 
 
 def parse_params(values) -> dict:
@@ -13,13 +25,27 @@ def parse_params(values) -> dict:
     out = {}
     for item in values or ():
         if "=" not in item:
-            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--param")
+            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="'--param'")
         key, val = item.split("=", 1)
         try:
             out[key.strip()] = json.loads(val)
         except json.JSONDecodeError:
             out[key.strip()] = val.strip()
     return out
+
+
+def checked_params(head: str, values) -> dict:
+    """Parse --param and check every value against the head's declared types and ranges."""
+    from featx.errors import FeatxError
+
+    params = parse_params(values)
+    if not params:  # nothing to check: do not import sklearn before "loading CACHE" shows
+        return params
+    try:
+        check_head_params(head, params)
+    except FeatxError as e:
+        raise click.BadParameter(str(e), param_hint="'--param'") from None
+    return params
 
 
 def _ci(block, key):
@@ -39,20 +65,21 @@ def summary_line(result) -> str:
 def common_options(fn):
     """Options fit and compare share."""
     opts = [
-        click.option("--cv", "cv", type=int, default=5, show_default=True, help="Folds for CV (evaluation without a test split, and tuning without a val split)."),
-        click.option("--search", type=click.Choice(["grid", "random", "none"]), default="grid", show_default=True, help="Hyper-parameter search over the head's default space."),
-        click.option("--n-iter", type=int, default=20, show_default=True, help="Candidates for --search random."),
-        click.option("--pca", default=None, help="PCA inside the pipeline: components (128) or variance fraction (0.95)."),
-        click.option("--select-k", type=int, default=None, help="Keep the K features with the highest ANOVA F (training rows only)."),
-        click.option("--variance-threshold", type=float, default=0.0, show_default=True, help="Per set, drop features whose training variance is <= this, before standardization (0 drops constant columns)."),
-        click.option("--fusion-weights", type=click.Choice(["equal", "none"]), default="equal", show_default=True, help="equal: each fused set carries the same total variance; none: plain concatenation."),
-        click.option("--class-weight", type=click.Choice(["balanced", "none"]), default="none", show_default=True, help="Reweight classes (imbalanced data)."),
-        click.option("--scoring", type=click.Choice(["auc", "balanced_accuracy", "accuracy"]), default="auc", show_default=True, help="What the search maximizes."),
-        click.option("--protocol", type=click.Choice(["auto", "split", "cv"]), default="auto", show_default=True, help="auto: the cache's train/val/test split if it has one, else (grouped) CV."),
-        click.option("--refit-on", type=click.Choice(["train+val", "train"]), default="train+val", show_default=True, help="Rows the tuned model is refitted on before the test split (split protocol)."),
-        click.option("--bootstrap", "n_boot", type=int, default=1000, show_default=True, help="Bootstrap resamples for the 95% CIs (0: none)."),
-        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--cv", "cv", type=WholeNumber(2, "folds: cross-validation needs at least 2"), default=5, show_default=True, help="Folds for CV (evaluation without a test split, and tuning without a val split); at least 2."),
+        click.option("--search", type=SuggestChoice(["grid", "random", "none"]), default="grid", show_default=True, help="Hyper-parameter search over the head's default space."),
+        click.option("--n-iter", type=WholeNumber(1, "candidates"), default=20, show_default=True, help="Candidates for --search random."),
+        click.option("--pca", type=PcaAmount(), default=None, help="PCA inside the pipeline: components (128; clipped to the data) or variance fraction in (0, 1) (0.95)."),
+        click.option("--select-k", type=WholeNumber(1, "features to keep"), default=None, help="Keep the K features with the highest ANOVA F (training rows only)."),
+        click.option("--variance-threshold", type=FiniteNumber(0.0, meaning="a feature variance"), default=0.0, show_default=True, help="Per set, drop features whose training variance is <= this, before standardization (0 drops constant columns)."),
+        click.option("--fusion-weights", type=SuggestChoice(["equal", "none"]), default="equal", show_default=True, help="equal: each fused set carries the same total variance; none: plain concatenation."),
+        click.option("--class-weight", type=SuggestChoice(["balanced", "none"]), default="none", show_default=True, help="Reweight classes (imbalanced data)."),
+        click.option("--scoring", type=RegistryChoice("featx.fit:SCORINGS", default="auc"), default="auc", show_default=True, help="What the search maximizes."),
+        click.option("--protocol", type=SuggestChoice(["auto", "split", "cv"]), default="auto", show_default=True, help="auto: the cache's train/val/test split if it has one, else (grouped) CV."),
+        click.option("--refit-on", type=SuggestChoice(["train+val", "train"]), default="train+val", show_default=True, help="Rows the tuned model is refitted on before the test split (split protocol)."),
+        click.option("--bootstrap", "n_boot", type=WholeNumber(0, "resamples; 0 = no CIs"), default=1000, show_default=True, help="Bootstrap resamples for the 95% CIs (0: none)."),
+        click.option("--seed", type=WholeNumber(0), default=0, show_default=True),
         click.option("--drop-nonfinite", is_flag=True, help="Drop rows with NaN/Inf features instead of stopping."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress display."),
     ]
     for o in reversed(opts):
         fn = o(fn)
@@ -67,27 +94,46 @@ def fit_kwargs(cv, search, n_iter, pca, select_k, variance_threshold, fusion_wei
                 protocol=protocol, refit_on=refit_on, n_boot=n_boot, seed=seed, drop_nonfinite=drop_nonfinite)
 
 
-@click.command("fit")
-@click.argument("cache", type=click.Path(exists=True, dir_okay=False))
+def start_loading(cache: str, quiet: bool):
+    """Check CACHE is a labelled featx cache, then show "loading CACHE" at once (before the slow
+    imports and the read), and return the progress display to hand to the library."""
+    require_cache(cache)
+    require_labels(cache)
+    progress = make_progress(quiet)
+    progress.start(0, f"loading {cache}")
+    return progress
+
+
+def with_progress(fn, progress) -> dict:
+    """``progress=`` for library calls that take it (``featx.fit.fit``/``compare``; an engine's may not)."""
+    return {"progress": progress} if "progress" in inspect.signature(fn).parameters else {}
+
+
+@click.command("fit", epilog=FIT_EPILOG)
+@click.argument("cache", type=click.Path(exists=True))
 @click.option("--features", "features", multiple=True, required=True, help="Feature set(s) to fuse: a,b (see `featx info`).")
-@click.option("--head", type=click.Choice(["svm", "rf", "xgboost", "elm", "logreg", "knn"]), default="svm", show_default=True)
+@click.option("--head", type=SuggestChoice(HEADS), default="svm", show_default=True)
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False), help="Model bundle to write (MODEL.joblib, plus MODEL.joblib.sha256).")
 @click.option("--report", "report", type=click.Path(file_okay=False), default=None, help="Write metrics.json, report.md/.html and plots here.")
 @click.option("--param", "params", multiple=True, help="Fix a head parameter: --param C=3 (repeatable; removed from the search).")
-@click.option("--jobs", "n_jobs", type=int, default=-1, show_default=True, help="Parallel search candidates (-1: all cores).")
+@click.option("--jobs", "n_jobs", type=JOBS, default=-1, show_default=True, help="Parallel search candidates (-1: all cores).")
 @common_options
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="ray: search/CV fits as Ray tasks ($RAY_ADDRESS or a local Ray); xgboost on large caches through Ray Train. Needs featx[ray].")
-@handle_errors
-def fit_cmd(cache, features, head, output, report, params, n_jobs, engine="local", **kw):
+@click.option("--engine", type=SuggestChoice(["local", "ray"]), default="local", show_default=True, help="ray: search/CV fits as Ray tasks ($RAY_ADDRESS or a local Ray); xgboost on large caches through Ray Train. Needs featx[ray].")
+def fit_cmd(cache, features, head, output, report, params, n_jobs, quiet, engine="local", **kw):
     """Fit a HEAD on feature sets of CACHE, evaluate it and save the model."""
-    if engine == "ray":
-        from featx.engines import require_ray
-        require_ray()
-        from featx.engines.ray_fit import fit_ray as fit
-    else:
-        from featx.fit import fit
-
-    result = fit(cache, split_list(features), head, params=parse_params(params), n_jobs=n_jobs, **fit_kwargs(**kw))
+    params = checked_params(head, params)
+    progress = start_loading(cache, quiet)
+    try:
+        if engine == "ray":
+            from featx.engines import require_ray
+            require_ray()
+            from featx.engines.ray_fit import fit_ray as fit
+        else:
+            from featx.fit import fit
+        result = fit(cache, split_list(features), head, params=params, n_jobs=n_jobs, **fit_kwargs(**kw),
+                     **with_progress(fit, progress))
+    finally:
+        progress.close()
     path = result.save(output)
     click.echo(summary_line(result) + f" -> {path}")
     for note in result.notes:

@@ -3,20 +3,28 @@ from __future__ import annotations
 
 import click
 
-from featx.cli.common import setup_logging
+from featx.cli.common import FeatxGroup, setup_logging
+from featx.cli.compare import compare_cmd
 from featx.cli.demo import demo_cmd
 from featx.cli.extract import extract_cmd
-from featx.cli.info import info_cmd
 from featx.cli.fit import fit_cmd
+from featx.cli.info import info_cmd
 from featx.cli.predict import predict_cmd
-from featx.cli.compare import compare_cmd
+
+MAIN_EPILOG = """\b
+Examples:
+  featx extract images/ -o cache.h5 && featx fit cache.h5 --features efficientnet_lite0 -o model.joblib
+  featx demo
+"""
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True, help="More messages.")
+@click.group(cls=FeatxGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=MAIN_EPILOG)
+@click.option("-v", "--verbose", is_flag=True, help="More messages (debug level: e.g. every file with duplicate content).")
+@click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 @click.version_option(package_name="featx")
-def main(verbose):
+def main(verbose, debug):
     """featx: frozen pretrained CNN and handcrafted features, cached in HDF5, with classical heads."""
+    FeatxGroup.debug = debug
     setup_logging(verbose=verbose)
 
 

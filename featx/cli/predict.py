@@ -5,40 +5,32 @@ import sys
 
 import click
 
-from featx.cli.common import handle_errors
+from featx.cli.common import WholeNumber, is_cache
+
+PREDICT_EPILOG = """\b
+Examples:
+  featx predict svm.joblib new_images/ -o predictions.csv
+  featx predict svm.joblib test.h5 -o predictions.csv   (features already in a cache)
+"""
 
 
-def _is_cache(path: str) -> bool:
-    """An existing HDF5 file written by featx (not an image source)."""
-    try:
-        import h5py
-
-        if not h5py.is_hdf5(path):
-            return False
-        with h5py.File(path, "r") as f:
-            return "featx_layout_version" in f.attrs
-    except (OSError, ValueError):
-        return False
-
-
-@click.command("predict")
+@click.command("predict", epilog=PREDICT_EPILOG)
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("sources", nargs=-1, required=True)
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False), help="CSV to write: one row per sample.")
 @click.option("--cache", "cache", type=click.Path(dir_okay=False), default=None, help="Cache to extract into (kept; reused next time). Default: a temporary file.")
 @click.option("--trust", is_flag=True, help="Load the model even if its .sha256 sidecar is missing or does not match.")
 @click.option("--device", default=None, help="Extraction device (auto|cpu|cuda...).")
-@click.option("--batch-size", type=int, default=None)
-@click.option("--workers", type=int, default=None)
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-@handle_errors
+@click.option("--batch-size", type=WholeNumber(1, "images per batch"), default=None, help="Extraction batch size (default: the model's).")
+@click.option("--workers", type=WholeNumber(1, "processes"), default=None, help="Decoding worker processes.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 def predict_cmd(model, sources, output, cache, trust, device, batch_size, workers, quiet):
     """Predict with MODEL on SOURCES: image folders/files/npz/DICOM/manifests (features are
     extracted with the model's extractor settings), or a featx cache (.h5)."""
     from featx.errors import FeatxError
     from featx.fit import predict
 
-    caches = [s for s in sources if _is_cache(s)]
+    caches = [s for s in sources if is_cache(s)]
     if caches:
         if len(sources) > 1 or cache:
             raise FeatxError("give either one cache or image sources (with --cache to keep their features)")

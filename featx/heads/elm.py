@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import numbers
 import warnings
+from numbers import Integral, Real
 
 import numpy as np
 import scipy.linalg
@@ -41,54 +42,19 @@ from scipy.spatial.distance import pdist
 from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-__all__ = ["ELMClassifier", "ELMRegressor"]
+from featx.heads.elm_docs import ATTRS_DOC, PARAMS_DOC
+
+__all__ = ["ELMClassifier", "ELMRegressor", "check_sample_weight"]
 
 _ACTIVATIONS = ("sigmoid", "tanh", "relu", "rbf")
-_INPUT_SCALINGS = ("standard", "global", None)
 
 
 # --------------------------------------------------------------------------------------------------
 # parameter and input checks
-
-
-def _check_params(est):
-    """Validate the hyper-parameters at fit time (sklearn convention: never in ``__init__``)."""
-    n_hidden = est.n_hidden
-    if (
-        not isinstance(n_hidden, numbers.Integral)
-        or isinstance(n_hidden, bool)
-        or n_hidden < 1
-    ):
-        raise ValueError(f"n_hidden must be a positive integer, got {n_hidden!r}")
-    if est.activation not in _ACTIVATIONS:
-        raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {est.activation!r}")
-    alpha = est.alpha
-    if (
-        not isinstance(alpha, numbers.Real)
-        or isinstance(alpha, bool)
-        or not np.isfinite(alpha)
-        or alpha < 0
-    ):
-        raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
-    ws = est.weight_scale
-    if (
-        not isinstance(ws, numbers.Real)
-        or isinstance(ws, bool)
-        or not np.isfinite(ws)
-        or ws <= 0
-    ):
-        raise ValueError(f"weight_scale must be a finite number > 0, got {ws!r}")
-    if est.input_scaling not in _INPUT_SCALINGS:
-        raise ValueError(
-            f"input_scaling must be one of {_INPUT_SCALINGS}, got {est.input_scaling!r}"
-        )
-    cs = est.chunk_size
-    if not isinstance(cs, numbers.Integral) or isinstance(cs, bool) or cs < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {cs!r}")
-    _resolve_device(est.device)  # raises on a bad or unavailable device
 
 
 def _resolve_device(device):
@@ -132,7 +98,7 @@ def _resolve_device(device):
     return dev
 
 
-def _check_sample_weight(sample_weight, n_samples):
+def check_sample_weight(sample_weight, n_samples):
     """Return float64 weights of shape (n_samples,): finite, >= 0, not all zero."""
     if sample_weight is None:
         return np.ones(n_samples, dtype=np.float64)
@@ -162,6 +128,17 @@ def _check_sample_weight(sample_weight, n_samples):
 class _BaseELM(BaseEstimator):
     """Shared machinery of :class:`ELMClassifier` and :class:`ELMRegressor`."""
 
+    _parameter_constraints: dict = {
+        "n_hidden": [Interval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions(set(_ACTIVATIONS))],
+        "alpha": [Interval(Real, 0, np.inf, closed="left")],
+        "weight_scale": [Interval(Real, 0, np.inf, closed="neither")],
+        "input_scaling": [StrOptions({"standard", "global"}), None],
+        "chunk_size": [Interval(Integral, 1, None, closed="left")],
+        "device": [str],
+        "random_state": ["random_state"],
+    }
+
     def __init__(
         self,
         n_hidden=1000,
@@ -188,7 +165,7 @@ class _BaseELM(BaseEstimator):
     def _fit(self, X, T, sample_weight):
         """Fit on validated ``X`` (n, d) and float64 targets ``T`` (n, k)."""
         n_samples, n_features = X.shape
-        sw = _check_sample_weight(sample_weight, n_samples)
+        sw = check_sample_weight(sample_weight, n_samples)
         dev = _resolve_device(self.device)
         rng = check_random_state(self.random_state)
         chunk = int(self.chunk_size)
@@ -440,96 +417,6 @@ def _solve_spd(A, B):
     return V @ ((V.T @ B) / evals[keep][:, None])
 
 
-_PARAMS_DOC = """
-    Parameters
-    ----------
-    n_hidden : int, default=1000
-        Number of random hidden units. Cost of ``fit`` is ``O(n_samples * n_hidden *
-        (n_features + n_hidden) + n_hidden**3)``, memory ``O(n_hidden**2 + chunk_size * n_hidden)``.
-        1000 suits frozen CNN features (a few hundred to a few thousand dimensions) and data
-        sets of hundreds to tens of thousands of rows; fit time grows with ``n_hidden**2``.
-
-    activation : {"tanh", "sigmoid", "relu", "rbf"}, default="tanh"
-        Hidden-unit non-linearity. "tanh", "sigmoid" and "relu" apply to a random projection
-        ``z @ hidden_weights_ + hidden_bias_``. "rbf" is a Gaussian of the distance to
-        ``n_hidden`` centers drawn with replacement from the (scaled) training rows, with
-        probability proportional to ``sample_weight`` (the draw does not depend on the row
-        order); width rule: ``sigma`` = median distance between distinct centers (at most 500
-        of them), ``gamma_ = weight_scale**2 / (2 * sigma**2)``. "rbf" wants a smaller
-        ``alpha`` than the projection units (about 1).
-
-    alpha : float, default=100.0
-        Ridge penalty on the output weights ``coef_`` (the intercept is not penalized). As in
-        :class:`~sklearn.linear_model.Ridge` it adds to a sum (not a mean) of weighted squared
-        errors, so the same ``alpha`` regularizes less as the number of samples grows. The
-        default is strong on purpose: with 1000 units and a few hundred to a few thousand
-        samples, weaker penalties overfit (measured on frozen EfficientNet-Lite0 features of
-        BreastMNIST and of chest X-rays, and on sklearn's digits). Tune it on a log grid, e.g.
-        ``[1, 10, 100, 1000]``.
-
-    weight_scale : float, default=1.0
-        Spread of the random hidden layer. Projection units draw weights from
-        ``N(0, weight_scale**2 / n_features)`` and biases from ``N(0, weight_scale**2)``, so on
-        scaled inputs each pre-activation has a standard deviation of about ``weight_scale``:
-        larger values make units more non-linear (saturating), smaller ones more linear. For
-        "rbf" it multiplies the inverse width.
-
-    input_scaling : {"global", "standard"} or None, default="global"
-        How inputs are scaled before the hidden layer, from (weighted) training statistics
-        stored in ``mean_`` and ``scale_``. "global": centered per feature and divided by one
-        common scale, the root mean feature variance; it keeps the features' relative scales,
-        which suits CNN features (many channels are nearly silent and should stay so).
-        "standard": per feature, to zero mean and unit variance (constant features are only
-        centered); better when features come in unrelated units, e.g. handcrafted and deep
-        features fused without a scaler. None: inputs are used as given (then
-        ``weight_scale`` must suit their scale). Either way no external scaler is needed; a
-        :class:`~sklearn.preprocessing.StandardScaler` before the ELM is harmless.
-
-    chunk_size : int, default=2048
-        Rows per block when computing the hidden layer and accumulating the normal
-        equations (and when predicting). Only changes memory use and speed, not the result
-        beyond float rounding.
-
-    device : str, default="cpu"
-        "cpu": NumPy/SciPy. "cuda" or "cuda:N": the hidden layer and the ``H^T W H``
-        accumulation run in torch on that GPU, in float64 (the final ``n_hidden x n_hidden``
-        solve stays in SciPy on the CPU). "auto": "cuda" if torch sees a GPU, else "cpu".
-        "torch:<device>" runs the torch code on any torch device, e.g. "torch:cpu". torch is
-        imported only when a torch device is used. Fitted attributes are NumPy arrays either
-        way, so the model pickles and predicts on any machine (with a matching ``device``).
-
-    random_state : int, RandomState instance or None, default=None
-        Seeds the random hidden layer (drawn with
-        :func:`~sklearn.utils.check_random_state`). Pass an int for reproducible results.
-"""
-
-_ATTRS_DOC = """
-    n_features_in_ : int
-        Number of features seen during fit.
-
-    feature_names_in_ : ndarray of shape (n_features_in_,)
-        Names of features seen during fit; only when X has string feature names.
-
-    mean_, scale_ : ndarray of shape (n_features_in_,)
-        Input scaling: the hidden layer sees ``(X - mean_) / scale_``.
-
-    hidden_weights_ : ndarray of shape (n_features_in_, n_hidden)
-        Random input weights (not for "rbf").
-
-    hidden_bias_ : ndarray of shape (n_hidden,)
-        Random hidden biases (not for "rbf").
-
-    centers_ : ndarray of shape (n_hidden, n_features_in_)
-        RBF centers in scaled input space (only for "rbf").
-
-    gamma_ : float
-        RBF inverse width (only for "rbf").
-
-    intercept_ : ndarray of shape (n_outputs,)
-        Unpenalized output bias.
-"""
-
-
 class ELMClassifier(ClassifierMixin, _BaseELM):
     __doc__ = (
         """Extreme learning machine classifier: random hidden layer + ridge read-out.
@@ -543,7 +430,7 @@ class ELMClassifier(ClassifierMixin, _BaseELM):
     Inputs need no scaling beforehand (see ``input_scaling``). Multi-label targets are not
     supported.
 """
-        + _PARAMS_DOC
+        + PARAMS_DOC
         + """
     Attributes
     ----------
@@ -553,7 +440,7 @@ class ELMClassifier(ClassifierMixin, _BaseELM):
     coef_ : ndarray of shape (n_hidden, n_outputs)
         Output weights; ``n_outputs`` is 1 for two classes, else ``n_classes``.
 """
-        + _ATTRS_DOC
+        + ATTRS_DOC
         + """
     Examples
     --------
@@ -583,7 +470,8 @@ class ELMClassifier(ClassifierMixin, _BaseELM):
         -------
         self
         """
-        _check_params(self)
+        self._validate_params()
+        _resolve_device(self.device)  # raises on a bad or unavailable device
         X, y = self._validate_X_y_fit(X, y, multi_output=False)
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
@@ -651,14 +539,14 @@ class ELMRegressor(RegressorMixin, _BaseELM):
     the fit is equivariant to their scale (scaling ``y`` scales the predictions), so they
     need no scaling.
 """
-        + _PARAMS_DOC
+        + PARAMS_DOC
         + """
     Attributes
     ----------
     coef_ : ndarray of shape (n_hidden, n_outputs)
         Output weights (``n_outputs`` = 1 for a 1-D target).
 """
-        + _ATTRS_DOC
+        + ATTRS_DOC
     )
 
     def fit(self, X, y, sample_weight=None):
@@ -677,7 +565,8 @@ class ELMRegressor(RegressorMixin, _BaseELM):
         -------
         self
         """
-        _check_params(self)
+        self._validate_params()
+        _resolve_device(self.device)  # raises on a bad or unavailable device
         X, y = self._validate_X_y_fit(X, y, multi_output=True)
         y = np.asarray(y, dtype=np.float64)
         self._y_1d = y.ndim == 1
