@@ -24,6 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from featx.csvutil import write_csv
+from featx.jsonutil import to_jsonable
+
 
 def _plt():
     import matplotlib
@@ -184,14 +187,12 @@ def _protocol_text(metrics: dict) -> str:
 def write_fit_report(result, out_dir: str | os.PathLike) -> dict[str, Path]:
     """Write metrics.json, report.md, report.html, roc.png, pr.png, confusion.png and
     predictions.csv for a :class:`featx.fit.FitResult` into ``out_dir`` (created)."""
-    from featx.fit import _jsonable
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ev = result.evaluation
     block = result.primary
     files: dict[str, Path] = {}
-    metrics = _jsonable(result.metrics)
+    metrics = to_jsonable(result.metrics)
     metrics["timings_s"] = {k: round(v, 2) for k, v in result.timings.items()}
     files["metrics"] = out / "metrics.json"
     files["metrics"].write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
@@ -201,7 +202,7 @@ def write_fit_report(result, out_dir: str | os.PathLike) -> dict[str, Path]:
     files["confusion"] = plot_confusion(block["confusion_matrix"], block["class_names"],
                                         out / "confusion.png", f"Confusion matrix, {what}")
     files["predictions"] = out / "predictions.csv"
-    result.predictions.to_csv(files["predictions"], index=False)
+    write_csv(result.predictions, files["predictions"])
 
     title = f"featx: {result.head} on {' + '.join(result.feature_sets)}"
     params = json.dumps(result.best_params, sort_keys=True, default=str)
@@ -275,7 +276,7 @@ def write_leaderboard(board: pd.DataFrame, out: str | os.PathLike,
     stem.parent.mkdir(parents=True, exist_ok=True)
     files = {"csv": stem.with_suffix(".csv"), "markdown": stem.with_suffix(".md"),
              "plot": stem.with_suffix(".png")}
-    board.to_csv(files["csv"], index=False)
+    write_csv(board, files["csv"])
 
     def ci(row, key):
         lo, hi = row.get(f"{key}_lo"), row.get(f"{key}_hi")
