@@ -5,16 +5,18 @@
     metrics.json        {"test": {...}} (data with a test split) or {"cv": {...}}, plus
                         "tuning", "protocol", "model" (and "notes")
     report.md           the same, readable
-    report.html         self-contained page (tables + the plots, linked)
+    report.html         self-contained page (tables, and the plots embedded as base64 PNG)
     roc.png             ROC curve(s) of the held-out scores (one-vs-rest per class if multi-class)
     pr.png              precision-recall curve(s)
     confusion.png       confusion matrix (counts and row-normalised)
-    predictions.csv     the held-out rows: id, path, true and predicted label, score per class
+    predictions.csv     the held-out rows, in the columns of `featx predict`'s CSV: id, path, split,
+                        true_label, predicted_label, predicted_index, [fold], score_<class> per class
 
 ``write_leaderboard(board, out)`` writes a compare leaderboard as CSV, Markdown and PNG.
 """
 from __future__ import annotations
 
+import base64
 import html
 import json
 import os
@@ -128,6 +130,11 @@ def plot_confusion(cm: list[list[int]], class_names: list[str], path: str | os.P
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def png_data_uri(path: str | os.PathLike) -> str:
+    """A PNG file as a ``data:`` URI, so an HTML page carries its images inside."""
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
 def _summary_rows(block: dict) -> list[tuple[str, str, str]]:
@@ -248,8 +255,9 @@ def write_fit_report(result, out_dir: str | os.PathLike) -> dict[str, Path]:
             "<h2>Per class</h2>",
             _html_table(["class", "support", "sensitivity (95% CI)", "specificity (95% CI)", "precision", "F1"], classes),
             "<h2>Confusion matrix</h2>", _html_table(cm_head, cm_rows), extra_html,
-            "<h2>Plots</h2><p><img src='roc.png' alt='ROC'><img src='pr.png' alt='precision-recall'>"
-            "<img src='confusion.png' alt='confusion matrix'></p>"]
+            "<h2>Plots</h2><p>" + "".join(f"<img src='{png_data_uri(files[key])}' alt='{alt}'>" for key, alt in
+                                          (("roc", "ROC"), ("pr", "precision-recall"),
+                                           ("confusion", "confusion matrix"))) + "</p>"]
     if notes:
         page.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
     page.append("</body></html>")
