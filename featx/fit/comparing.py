@@ -13,7 +13,7 @@ from featx.errors import FeatxError
 from featx.evaluate import plan_evaluation
 from featx.fit.fitting import fit
 from featx.fit.results import SUMMARY_KEYS, CompareResult, FitResult
-from featx.fit.search import head_name
+from featx.fit.search import head_name, run_parallel
 from featx.fit.tables import imbalance_note, load_table, parse_choices
 from featx.progress import as_progress
 
@@ -60,7 +60,7 @@ def compare(
     the leaderboard is written as CSV, Markdown (``.md``) and a plot (``.png``). ``progress``
     (a :class:`featx.progress.Progress`) gets a message line and a step per finished run.
     """
-    from joblib import Parallel, delayed
+    from joblib import delayed
 
     t0 = time.perf_counter()
     progress = as_progress(progress)
@@ -82,8 +82,9 @@ def compare(
     outputs: list[Any] = [None] * len(jobs)
     progress.start(len(jobs), "compare")
     try:
-        for index, res, err, secs in Parallel(n_jobs=n_jobs, prefer="processes", return_as="generator_unordered")(
-                delayed(_run)(i, table, c, h, kwargs) for i, (c, h) in enumerate(jobs)):
+        for index, res, err, secs in run_parallel((delayed(_run)(i, table, c, h, kwargs)
+                                                   for i, (c, h) in enumerate(jobs)),
+                                                  n_jobs, unordered=True, prefer="processes"):
             outputs[index] = (res, err, secs)
             progress.message(err if err else run_line(res, secs))
             progress.advance(1, f"{'+'.join(jobs[index][0])} / {jobs[index][1]}")

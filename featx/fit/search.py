@@ -97,6 +97,18 @@ def head_spec(name: str, *, params: dict[str, Any] | None = None, class_weight=N
     return HeadSpec(name, estimator, fixed, space, zoo.needs_calibration(name), notes=notes)
 
 
+def run_parallel(tasks, n_jobs=None, *, unordered: bool = False, **parallel_options):
+    """joblib ``Parallel`` over ``tasks`` (``delayed`` calls), yielding results as they finish:
+    in order, or in finishing order with ``unordered``. Backends that cannot stream results
+    (Ray's joblib backend) return them all at the end, in order."""
+    from joblib import Parallel
+    from joblib.parallel import get_active_backend
+
+    streams = getattr(get_active_backend()[0], "supports_return_generator", False)
+    return_as = ("generator_unordered" if unordered else "generator") if streams else "list"
+    return Parallel(n_jobs=n_jobs, return_as=return_as, **parallel_options)(tasks)
+
+
 def _fit_and_score(pipe, params: dict, X, y, train, test, scorer) -> tuple[float, str | None]:
     """One candidate on one tuning fold: (score, error message or None)."""
     try:
@@ -146,7 +158,7 @@ class Tuner:
             params = {k: (v[0] if isinstance(v, (list, tuple)) else v.rvs(random_state=self.seed))
                       for k, v in space.items()}
             return params, None, 1
-        from joblib import Parallel, delayed
+        from joblib import delayed
 
         cands = self.candidates(space)
         splits = list(check_cv(cv, y, classifier=True).split(X, y, groups))
@@ -157,8 +169,8 @@ class Tuner:
         errors = []
         jobs = ((c, f, params, tr, te) for c, params in enumerate(cands) for f, (tr, te) in enumerate(splits))
         try:
-            outputs = Parallel(n_jobs=self.n_jobs, return_as="generator")(
-                delayed(_fit_and_score)(pipe, params, X, y, tr, te, scorer) for _, _, params, tr, te in jobs)
+            outputs = run_parallel((delayed(_fit_and_score)(pipe, params, X, y, tr, te, scorer)
+                                    for _, _, params, tr, te in jobs), self.n_jobs)
             order = [(c, f) for c in range(len(cands)) for f in range(len(splits))]
             for (c, f), (score, err) in zip(order, outputs):
                 scores[c, f] = score
