@@ -35,6 +35,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from featx.errors import CacheError, CacheLockedError
+from featx.table import FeatureTable  # noqa: F401  (defined there; featx.cache.FeatureTable stays)
 
 LAYOUT_VERSION = 1
 _STR = None  # set lazily: h5py.string_dtype()
@@ -144,31 +145,6 @@ def list_sets(path: str | Path) -> dict[str, dict]:
     """Feature-set names and their configs."""
     with _open_read(path) as f:
         return {name: cfg for name, cfg, _ in _iter_sets(f)}
-
-
-@dataclass
-class FeatureTable:
-    """Rows computed in every requested set; unpacks as ``X, y, groups, ids``.
-
-    Also the in-memory table of featx.fit (``table_from_arrays``)."""
-
-    X: np.ndarray
-    y: np.ndarray
-    groups: np.ndarray
-    ids: np.ndarray
-    splits: np.ndarray
-    paths: np.ndarray
-    class_names: list[str]
-    set_slices: dict[str, slice]
-    configs: dict[str, dict]
-    source: str | None = None          # the cache it came from, for messages
-    duplicate_of: np.ndarray | None = None
-
-    def __iter__(self):
-        return iter((self.X, self.y, self.groups, self.ids))
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
 
 def parse_sets(sets: str | Sequence[str]) -> list[str]:

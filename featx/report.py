@@ -5,16 +5,18 @@
     metrics.json        {"test": {...}} (data with a test split) or {"cv": {...}}, plus
                         "tuning", "protocol", "model" (and "notes")
     report.md           the same, readable
-    report.html         self-contained page (tables + the plots, linked)
+    report.html         self-contained page (tables, and the plots embedded as base64 PNG)
     roc.png             ROC curve(s) of the held-out scores (one-vs-rest per class if multi-class)
     pr.png              precision-recall curve(s)
     confusion.png       confusion matrix (counts and row-normalised)
-    predictions.csv     the held-out rows: id, path, true and predicted label, score per class
+    predictions.csv     the held-out rows, in the columns of `featx predict`'s CSV: id, path, split,
+                        true_label, predicted_label, predicted_index, [fold], score_<class> per class
 
 ``write_leaderboard(board, out)`` writes a compare leaderboard as CSV, Markdown and PNG.
 """
 from __future__ import annotations
 
+import base64
 import html
 import json
 import os
@@ -23,6 +25,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from featx.csvutil import write_csv
+from featx.jsonutil import to_jsonable
 
 
 def _plt():
@@ -127,6 +132,11 @@ def plot_confusion(cm: list[list[int]], class_names: list[str], path: str | os.P
     return Path(path)
 
 
+def png_data_uri(path: str | os.PathLike) -> str:
+    """A PNG file as a ``data:`` URI, so an HTML page carries its images inside."""
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
 def _summary_rows(block: dict) -> list[tuple[str, str, str]]:
     ci = block.get("ci95", {})
     rows = [("accuracy", _fmt(block.get("accuracy")), _ci(ci, "accuracy")),
@@ -184,14 +194,12 @@ def _protocol_text(metrics: dict) -> str:
 def write_fit_report(result, out_dir: str | os.PathLike) -> dict[str, Path]:
     """Write metrics.json, report.md, report.html, roc.png, pr.png, confusion.png and
     predictions.csv for a :class:`featx.fit.FitResult` into ``out_dir`` (created)."""
-    from featx.fit import _jsonable
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ev = result.evaluation
     block = result.primary
     files: dict[str, Path] = {}
-    metrics = _jsonable(result.metrics)
+    metrics = to_jsonable(result.metrics)
     metrics["timings_s"] = {k: round(v, 2) for k, v in result.timings.items()}
     files["metrics"] = out / "metrics.json"
     files["metrics"].write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
@@ -201,7 +209,7 @@ def write_fit_report(result, out_dir: str | os.PathLike) -> dict[str, Path]:
     files["confusion"] = plot_confusion(block["confusion_matrix"], block["class_names"],
                                         out / "confusion.png", f"Confusion matrix, {what}")
     files["predictions"] = out / "predictions.csv"
-    result.predictions.to_csv(files["predictions"], index=False)
+    write_csv(result.predictions, files["predictions"])
 
     title = f"featx: {result.head} on {' + '.join(result.feature_sets)}"
     params = json.dumps(result.best_params, sort_keys=True, default=str)
@@ -247,8 +255,9 @@ def write_fit_report(result, out_dir: str | os.PathLike) -> dict[str, Path]:
             "<h2>Per class</h2>",
             _html_table(["class", "support", "sensitivity (95% CI)", "specificity (95% CI)", "precision", "F1"], classes),
             "<h2>Confusion matrix</h2>", _html_table(cm_head, cm_rows), extra_html,
-            "<h2>Plots</h2><p><img src='roc.png' alt='ROC'><img src='pr.png' alt='precision-recall'>"
-            "<img src='confusion.png' alt='confusion matrix'></p>"]
+            "<h2>Plots</h2><p>" + "".join(f"<img src='{png_data_uri(files[key])}' alt='{alt}'>" for key, alt in
+                                          (("roc", "ROC"), ("pr", "precision-recall"),
+                                           ("confusion", "confusion matrix"))) + "</p>"]
     if notes:
         page.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
     page.append("</body></html>")
@@ -275,7 +284,7 @@ def write_leaderboard(board: pd.DataFrame, out: str | os.PathLike,
     stem.parent.mkdir(parents=True, exist_ok=True)
     files = {"csv": stem.with_suffix(".csv"), "markdown": stem.with_suffix(".md"),
              "plot": stem.with_suffix(".png")}
-    board.to_csv(files["csv"], index=False)
+    write_csv(board, files["csv"])
 
     def ci(row, key):
         lo, hi = row.get(f"{key}_lo"), row.get(f"{key}_hi")

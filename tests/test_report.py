@@ -1,14 +1,15 @@
 """featx.report: metrics.json, Markdown, HTML and PNG plots for fit results and leaderboards."""
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
 import pandas as pd
 
-from featx.fit import fit, table_from_arrays
+from featx.fit import fit, predict, table_from_arrays
 from featx.report import write_leaderboard
-from fit_helpers import split_labels, toy_data
+from fit_helpers import split_labels, toy_data, write_cache
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -36,7 +37,11 @@ def test_fit_report_on_a_test_split(tmp_path):
     md = files["markdown"].read_text()
     assert "| AUC |" in md and "sensitivity (95% CI)" in md and "![ROC](roc.png)" in md
     html = files["html"].read_text()
-    assert html.startswith("<!doctype html>") and "<img src='roc.png'" in html and "class 1" in html
+    assert html.startswith("<!doctype html>") and "class 1" in html
+    assert "src='roc.png'" not in html and html.count("<img src='data:image/png;base64,") == 3
+    for name in ("roc.png", "pr.png", "confusion.png"):   # the page carries the very PNGs written beside it
+        encoded = base64.b64encode((tmp_path / "rep" / name).read_bytes()).decode()
+        assert f"data:image/png;base64,{encoded}'" in html
     preds = pd.read_csv(files["predictions"])
     assert len(preds) == t["n"] and {"true_label", "predicted_label", "score_class 0", "score_class 1"} <= set(preds)
 
@@ -61,3 +66,47 @@ def test_leaderboard_files(tmp_path):
     md = files["markdown"].read_text()
     assert "0.950 (0.900–0.990)" in md and "| 2 | a | rf | – |" in md and "test split" in md
     assert files["plot"].read_bytes()[:8] == PNG
+
+
+LEAD = ["id", "path", "split", "true_label", "predicted_label", "predicted_index"]
+
+
+def test_report_and_predict_csvs_share_column_names(tmp_path):
+    sets, y = toy_data(200)
+    cache = write_cache(tmp_path / "c.h5", sets, y, splits=split_labels(200), class_names=["neg", "pos"])
+    res = fit(cache, "a,b", "logreg", search="none", n_boot=0)
+    report = pd.read_csv(res.write_report(tmp_path / "rep")["predictions"], keep_default_na=False)
+    predict(res.save(tmp_path / "m.joblib"), cache=cache, out=tmp_path / "p.csv")
+    predicted = pd.read_csv(tmp_path / "p.csv", keep_default_na=False)
+    assert list(report.columns) == LEAD + ["score_neg", "score_pos"]
+    assert list(predicted.columns) == LEAD + ["prob_neg", "prob_pos", "note"]
+    test = predicted[predicted["split"] == "test"].set_index("id").loc[report["id"]]
+    assert (report["split"] == "test").all()
+    for col in ("path", "split", "true_label", "predicted_label", "predicted_index"):
+        assert test[col].tolist() == report[col].tolist()
+
+
+EVIL = "=cmd|' /C calc'!A0"
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_neutralised(tmp_path):
+    sets, y = toy_data(200)
+    paths = ["+1.png" if i == 0 else "@x.png" if i == 1 else f"img/{i}.png" for i in range(200)]
+    cache = write_cache(tmp_path / "evil.h5", sets, y, splits=np.array(["test"] * 60 + ["train"] * 140, object),
+                        class_names=["-neg", EVIL], paths=paths)
+    res = fit(cache, "a", "logreg", search="none", n_boot=0)
+    assert res.predictions["true_label"].isin(["-neg", EVIL]).all()        # the frame itself is untouched
+    rep = pd.read_csv(res.write_report(tmp_path / "rep")["predictions"], keep_default_na=False)
+    assert set(rep["true_label"]) == {"'-neg", "'" + EVIL}
+    assert rep["path"].iloc[0] == "'+1.png" and rep["path"].iloc[1] == "'@x.png" and rep["path"].iloc[2] == "img/2.png"
+    assert f"score_{EVIL}" in rep.columns and rep["score_-neg"].dtype == float   # numbers stay numbers
+    predict(res.save(tmp_path / "m.joblib"), cache=cache, out=tmp_path / "p.csv")
+    raw = (tmp_path / "p.csv").read_text()
+    assert not any(cell.startswith(("=", "+", "-", "@")) for line in raw.splitlines()
+                   for cell in line.split(",") if not cell.lstrip("-").replace(".", "").replace("e", "").isdigit())
+    p = pd.read_csv(tmp_path / "p.csv", keep_default_na=False)
+    assert set(p["true_label"]) == {"'-neg", "'" + EVIL} and set(p["predicted_label"]) <= {"'-neg", "'" + EVIL}
+    board = pd.DataFrame({"rank": [1], "features": ["=1+1"], "head": ["svm"], "auc": [0.5], "accuracy": [0.5],
+                          "balanced_accuracy": [0.5], "f1": [0.5], "n_features": [2], "seconds": [-1.0]})
+    lb = pd.read_csv(write_leaderboard(board, tmp_path / "lb.csv")["csv"])
+    assert lb["features"].tolist() == ["'=1+1"] and lb["seconds"].tolist() == [-1.0]

@@ -11,22 +11,19 @@
 """
 from __future__ import annotations
 
-import importlib
 import os
 import tempfile
-import time
 import uuid
 import warnings
 from typing import Any, Sequence
 
 import numpy as np
-from sklearn.base import clone
 
 from featx.engines import require_ray
 from featx.errors import FeatxError
+from featx.fit import HeadSpec, Tuner, fit, parse_sets
+from featx.fit.search import head_name
 from featx.heads.zoo import XGBoostHead
-
-F = importlib.import_module("featx.fit")
 
 #: caches with at least this many labelled rows train --head xgboost through Ray Train
 XGB_MIN_ROWS = 100_000
@@ -54,7 +51,7 @@ def fit_ray(cache, features: str | Sequence[str], head: str = "svm", *, address:
     require_ray()
     if distributed_xgboost not in ("auto", "always", "never"):
         raise FeatxError(f"unknown distributed_xgboost {distributed_xgboost!r} (auto, always, never)")
-    if F.zoo._check_name(head) == "xgboost" and distributed_xgboost != "never":
+    if head_name(head) == "xgboost" and distributed_xgboost != "never":
         n_rows = _n_rows(cache, features)
         if distributed_xgboost == "always" or n_rows >= XGB_MIN_ROWS:
             from featx.engines.ray import init_ray
@@ -68,28 +65,16 @@ def fit_ray(cache, features: str | Sequence[str], head: str = "svm", *, address:
             return fit_xgboost_ray(cache, features, num_workers=xgb_workers, worker_cpus=worker_cpus, **kwargs)
     kwargs.setdefault("n_jobs", -1)
     with _parallel_backend(address, num_cpus):
-        return F.fit(cache, features, head, **kwargs)
-
-
-def compare_ray(cache, features, heads=("svm", "rf", "xgboost", "elm", "logreg"), *, address=None,
-                num_cpus=None, **kwargs):
-    """``featx.fit.compare`` with its runs as Ray tasks."""
-    require_ray()
-    with _parallel_backend(address, num_cpus):
-        return F.compare(cache, features, heads, **kwargs)
+        return fit(cache, features, head, **kwargs)
 
 
 def _n_rows(cache, features) -> int:
     if hasattr(cache, "X"):
         return int(np.asarray(cache.X).shape[0])
-    from featx.cache import _open_read
-    sets = F.parse_sets(features)
-    with _open_read(cache) as f:
-        ok = np.ones(f["samples/id"].shape[0], bool)
-        for s in sets:
-            if f"features/{s}_ok" in f:
-                ok &= f[f"features/{s}_ok"][()].astype(bool)
-    return int(ok.sum())
+    from featx.cache import read_state
+    state = read_state(cache)
+    done = [state.done.get(s, set()) for s in parse_sets(features)]
+    return len(set.intersection(*done)) if done else 0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -196,95 +181,21 @@ class RayXGBoostHead(XGBoostHead):
 
 
 def fit_xgboost_ray(cache, features: str | Sequence[str], *, num_workers: int = 2, worker_cpus: float = 1.0,
-                    params: dict[str, Any] | None = None, cv: int = 5, protocol: str = "auto",
-                    refit_on: str = "train+val", pca=None, select_k: int | None = None,
-                    variance_threshold: float | None = 0.0, fusion_weights: str = "equal",
-                    class_weight=None, seed: int = 0, n_boot: int = 1000, drop_nonfinite: bool = False,
-                    search: str = "none", scoring: str = "auc", final: bool = True, **_ignored):
-    """The xgboost head with Ray Train, same protocol/metrics/bundle as ``featx.fit.fit``; no search."""
-    import featx
-    from featx.bundle import ModelBundle
-    from featx.evaluate import classification_metrics, plan_evaluation
-
-    t0 = time.perf_counter()
-    sets = F.parse_sets(features)
-    pca = F.parse_pca(pca)
-    table, source = F._load_table(cache, sets)
-    table, dropped = F.check_finite(table, source, drop_nonfinite)
-    notes = [f"{dropped} rows with NaN/Inf features were dropped"] if dropped else []
-    if search != "none":
-        notes.append("Ray Train XGBoost: no hyper-parameter search (fixed parameters; set them with --param)")
-    X, y = np.asarray(table.X), np.asarray(table.y)
-    n_classes = len(table.class_names)
-    if n_classes < 2 or len(np.unique(y[y >= 0])) < 2:
-        raise FeatxError("fitting needs labelled samples of at least two classes", path=source)
-    plan = plan_evaluation(y, table.splits, F.effective_groups(table), protocol, cv, seed, refit_on)
-    notes += plan.notes
+                    params: dict[str, Any] | None = None, class_weight=None, seed: int = 0,
+                    search: str = "none", scoring: str = "auc", **kwargs):
+    """``featx.fit.fit`` with the xgboost head trained by Ray Train: a head without search (fixed
+    ``params``); same protocol, metrics and bundle as the local path."""
     head_params = dict(params or {})
-    base = F.build_pipeline(table.set_slices,
-                            RayXGBoostHead(num_workers=num_workers, worker_cpus=worker_cpus, class_weight=class_weight,
-                                           random_state=seed, **head_params),
-                            pca=pca, select_k=select_k, variance_threshold=variance_threshold,
-                            fusion_weights=fusion_weights, seed=seed)
-    timings: dict[str, float] = {}
-    model = None
-    if plan.kind == "split":
-        t = time.perf_counter()
-        model = clone(base).fit(X[plan.refit_idx], y[plan.refit_idx])
-        timings["refit"] = time.perf_counter() - t
-        te = plan.test_idx
-        y_pred, scores = F._predict_block(model, X[te], n_classes)
-        ev = F.Evaluation("test", y[te], y_pred, scores, table.class_names, table.ids[te], table.paths[te])
-        metrics = {"test": F._metrics_block(ev, n_boot, seed)}
-    else:
-        n = X.shape[0]
-        oof_pred = np.full(n, -1, np.int64)
-        oof_scores = np.full((n, n_classes), np.nan)
-        fold_of = np.full(n, -1, np.int64)
-        fold_metrics = []
-        t = time.perf_counter()
-        for k, (tr, te) in enumerate(plan.folds):
-            m = clone(base).fit(X[tr], y[tr])
-            oof_pred[te], oof_scores[te] = F._predict_block(m, X[te], n_classes)
-            fold_of[te] = k
-            labels = sorted(set(np.unique(y[te])) | set(np.unique(oof_pred[te])) | set(int(c) for c in m.classes_))
-            fm = classification_metrics(y[te], oof_pred[te], oof_scores[te][:, labels], labels, table.class_names)
-            fold_metrics.append({key: fm[key] for key in F.SUMMARY_KEYS} | {"n": fm["n"]})
-        timings["cv"] = time.perf_counter() - t
-        idx = np.concatenate([te for _, te in plan.folds])
-        ev = F.Evaluation("cv", y[idx], oof_pred[idx], oof_scores[idx], table.class_names,
-                          table.ids[idx], table.paths[idx], fold_of[idx])
-        block = F._metrics_block(ev, n_boot, seed)
-        block.update(n_splits=plan.n_splits, folds=fold_metrics,
-                     mean={key: F._mean([f[key] for f in fold_metrics]) for key in F.SUMMARY_KEYS},
-                     std={key: F._std([f[key] for f in fold_metrics]) for key in F.SUMMARY_KEYS},
-                     pooled="metrics and ci95 are computed on the pooled out-of-fold predictions")
-        metrics = {"cv": block}
-        if final:
-            labelled = np.flatnonzero(y >= 0)
-            t = time.perf_counter()
-            model = clone(base).fit(X[labelled], y[labelled])
-            timings["final"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t0
-    best_params = dict(head_params)
-    options = dict(search="none", scoring=scoring, cv=cv, protocol=plan.kind, refit_on=refit_on, pca=pca,
-                   select_k=select_k, variance_threshold=variance_threshold, fusion_weights=fusion_weights,
-                   class_weight=class_weight, seed=seed, engine="ray", ray_train_workers=num_workers)
-    metrics["tuning"] = {"search": "none", "scoring": scoring, "candidates": 1,
-                         "on": f"Ray Train XGBoostTrainer, {num_workers} workers"}
-    metrics["protocol"] = plan.describe()
-    metrics["model"] = {"head": "xgboost", "feature_sets": sets, "params": best_params,
-                        "n_features": int(X.shape[1]), "options": options}
-    if notes:
-        metrics["notes"] = notes
-    result = F.FitResult("xgboost", sets, metrics, ev, best_params, plan, None, notes, timings)
-    if model is not None and final:
-        result.bundle = ModelBundle(
-            pipeline=model, class_names=list(table.class_names), classes=[int(c) for c in model.classes_],
-            feature_sets=sets, set_configs={s: dict(table.configs.get(s, {})) for s in sets},
-            set_dims={s: int(sl.stop - sl.start) for s, sl in table.set_slices.items()},
-            head="xgboost", params=best_params, options=options, metrics=F._jsonable(metrics),
-            training={"cache": source, "n_rows": int(X.shape[0]),
-                      "n_fit": int(plan.refit_idx.size if plan.kind == "split" else (y >= 0).sum())},
-            featx_version=featx.__version__)
-    return result
+    spec = HeadSpec(
+        "xgboost",
+        RayXGBoostHead(num_workers=num_workers, worker_cpus=worker_cpus, class_weight=class_weight,
+                       random_state=seed, **head_params),
+        params=head_params, options={"engine": "ray", "ray_train_workers": num_workers},
+        trained_on=f"Ray Train XGBoostTrainer, {num_workers} workers",
+        notes=["Ray Train XGBoost: no hyper-parameter search (fixed parameters; set them with --param)"]
+        if search != "none" else [])
+    kwargs.pop("n_iter", None)
+    kwargs.pop("grid", None)
+    kwargs.pop("n_jobs", None)
+    return fit(cache, features, spec, class_weight=class_weight, seed=seed,
+               tuner=Tuner(search="none", scoring=scoring, seed=seed), **kwargs)

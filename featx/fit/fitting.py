@@ -1,0 +1,144 @@
+"""``fit``: one head on feature sets of a cache, evaluated, with the bundle to save."""
+from __future__ import annotations
+
+import math
+import time
+from numbers import Integral, Real
+from typing import Any, Sequence
+
+import numpy as np
+
+from featx.bundle import ModelBundle
+from featx.errors import FeatxError
+from featx.evaluate import EvalPlan, plan_evaluation
+from featx.fit.pipeline import build_pipeline, parse_pca
+from featx.fit.protocol import FitJob, run_cv, run_split
+from featx.fit.results import FitResult
+from featx.fit.search import HeadSpec, Tuner, head_params, head_spec
+from featx.fit.tables import imbalance_note, load_table, parse_sets
+from featx.jsonutil import to_jsonable
+from featx.progress import as_progress
+
+
+def _whole(name: str, value, low: int, what: str) -> None:
+    if value is None or isinstance(value, bool) or not isinstance(value, (Integral, Real)) \
+            or not math.isfinite(value) or value != int(value) or value < low:
+        raise FeatxError(f"{name} must be {what}, not {value!r}")
+
+
+def validate_fit_options(*, select_k=None, variance_threshold=0.0, n_iter=20, cv=5, n_boot=1000, seed=0) -> None:
+    """Raise FeatxError naming the parameter and its accepted range for a value fit cannot use
+    (``pca`` is checked by :func:`featx.fit.parse_pca`)."""
+    if select_k is not None:
+        _whole("select_k", select_k, 1, "a whole number >= 1 (features kept by ANOVA F), or None")
+    if variance_threshold is not None and (
+            isinstance(variance_threshold, bool) or not isinstance(variance_threshold, Real)
+            or not math.isfinite(variance_threshold) or variance_threshold < 0):
+        raise FeatxError(f"variance_threshold must be a finite number >= 0 (0 drops constant columns), "
+                         f"or None, not {variance_threshold!r}")
+    _whole("n_iter", n_iter, 1, "a whole number >= 1 (random-search candidates)")
+    _whole("cv", cv, 2, "a whole number >= 2 (folds)")
+    _whole("n_boot", n_boot, 0, "a whole number >= 0 (bootstrap resamples; 0: no CIs)")
+    _whole("seed", seed, 0, "a whole number >= 0")
+
+
+def fit(
+    cache,
+    features: str | Sequence[str],
+    head: str | HeadSpec = "svm",
+    *,
+    params: dict[str, Any] | None = None,
+    search: str = "grid",
+    grid: dict[str, Any] | None = None,
+    n_iter: int = 20,
+    cv: int = 5,
+    protocol: str = "auto",
+    refit_on: str = "train+val",
+    pca=None,
+    select_k: int | None = None,
+    variance_threshold: float | None = 0.0,
+    fusion_weights: str = "equal",
+    class_weight: str | dict | None = None,
+    scoring: str = "auc",
+    seed: int = 0,
+    n_jobs: int | None = None,
+    n_boot: int = 1000,
+    drop_nonfinite: bool = False,
+    final: bool = True,
+    plan: EvalPlan | None = None,
+    tuner: Tuner | None = None,
+    progress=None,
+) -> FitResult:
+    """Fit head ``head`` on feature sets ``features`` of ``cache``, evaluate it, build the bundle.
+
+    ``cache`` is a cache path or a table (:func:`featx.fit.table_from_arrays`, or
+    ``featx.load_features``'s result). ``head`` is a zoo name ("svm") or a :class:`HeadSpec`
+    (an estimator with its own search space; ``params``, ``class_weight``, ``search`` and
+    ``grid`` then do not apply to it). ``params`` fixes head parameters (its own names); ``grid``
+    replaces the default search space. ``pca`` is an int, a variance fraction or a string
+    ("128", "0.95"). ``class_weight="balanced"`` reweights classes in every head that supports it
+    (all but knn). ``tuner`` replaces the search built from ``search``/``scoring``/``n_iter``/
+    ``n_jobs``. ``final=False`` skips the final refit in the CV protocol (compare uses it);
+    ``plan`` fixes the folds (compare shares them). ``progress``: a
+    :class:`featx.progress.Progress` told candidate k of n and the fold while searching.
+    """
+    t0 = time.perf_counter()
+    progress = as_progress(progress)
+    pca = parse_pca(pca)
+    validate_fit_options(select_k=select_k, variance_threshold=variance_threshold, n_iter=n_iter, cv=cv,
+                         n_boot=n_boot, seed=seed)
+    spec = head if isinstance(head, HeadSpec) else head_spec(head, params=params, class_weight=class_weight,
+                                                             seed=seed, search=search, grid=grid)
+    tuner = tuner or Tuner(search=search, scoring=scoring, n_iter=n_iter, seed=seed, n_jobs=n_jobs)
+    sets = parse_sets(features)
+    table, dropped = load_table(cache, sets).check_finite(drop_nonfinite)
+    notes = [f"{dropped} rows with NaN/Inf features were dropped"] if dropped else []
+    notes += spec.notes
+    y = np.asarray(table.y)
+    if len(table.class_names) < 2 or len(np.unique(y[y >= 0])) < 2:
+        raise FeatxError("fitting needs labelled samples of at least two classes", path=table.source)
+    imbalance = imbalance_note(y, table.class_names)
+    if imbalance and not (class_weight is not None and tuner.scoring == "balanced_accuracy"):
+        notes.append(imbalance)
+    if plan is None:
+        plan = plan_evaluation(y, table.splits, table.effective_groups(), protocol, cv, seed, refit_on)
+    notes += plan.notes
+    pipe = build_pipeline(table.set_slices, spec.estimator, pca=pca, select_k=select_k,
+                          variance_threshold=variance_threshold, fusion_weights=fusion_weights, seed=seed)
+    job = FitJob(pipe, spec, tuner, table, plan, cv, seed, n_boot, final, progress)
+    outcome = run_split(job) if plan.kind == "split" else run_cv(job)
+    if spec.trained_on and not spec.space:
+        outcome.tuning["on"] = spec.trained_on
+
+    best_params = {**spec.params, **head_params(outcome.best)}
+    timings = dict(outcome.timings, total=time.perf_counter() - t0)
+    options = dict(search=tuner.search, scoring=tuner.scoring, cv=cv, protocol=plan.kind, refit_on=refit_on,
+                   pca=pca, select_k=select_k, variance_threshold=variance_threshold,
+                   fusion_weights=fusion_weights, class_weight=class_weight, seed=seed, **spec.options)
+    metrics = dict(outcome.metrics)
+    metrics["tuning"] = outcome.tuning
+    metrics["protocol"] = plan.describe()
+    metrics["model"] = {"head": spec.name, "feature_sets": sets, "params": best_params,
+                        "n_features": int(table.X.shape[1]), "options": options}
+    if notes:
+        metrics["notes"] = notes
+    result = FitResult(spec.name, sets, metrics, outcome.evaluation, best_params, plan, None, notes, timings)
+    if outcome.model is not None:
+        import featx
+
+        result.bundle = ModelBundle(
+            pipeline=outcome.model,
+            class_names=list(table.class_names),
+            classes=[int(c) for c in outcome.model.classes_],
+            feature_sets=sets,
+            set_configs={s: dict(table.configs.get(s, {})) for s in sets},
+            set_dims=table.set_dims(),
+            head=spec.name,
+            params=best_params,
+            options=options,
+            metrics=to_jsonable(metrics),
+            training={"cache": table.source, "n_rows": int(table.X.shape[0]),
+                      "n_fit": int(plan.refit_idx.size if plan.kind == "split" else (y >= 0).sum())},
+            featx_version=featx.__version__,
+        )
+    return result
