@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from featx.cli.common import split_list
-from featx.cli.fit import JOBS, common_options, fit_kwargs, start_loading, with_progress
+from featx.cli.fit import JOBS, common_options, fit_kwargs, start_loading
 
 COMPARE_EPILOG = """\b
 Examples:
@@ -34,7 +34,7 @@ def compare_cmd(cache, features, heads, output, n_jobs, quiet, **kw):
         from featx.fit import compare
 
         res = compare(cache, split_list(features), head_names, out=output, n_jobs=n_jobs, **fit_kwargs(**kw),
-                      **with_progress(compare, progress))
+                      progress=progress)
     finally:
         progress.close()
     board = res.leaderboard
@@ -43,3 +43,5 @@ def compare_cmd(cache, features, heads, output, n_jobs, quiet, **kw):
                f"AUC {best['auc']:.3f} ACC {best['accuracy']:.3f} -> {output}")
     for f in board.attrs.get("failures", []):
         click.echo(f"note: failed: {f}", err=True)
+    for note in res.notes:
+        click.echo(f"note: {note}", err=True)

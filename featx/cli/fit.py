@@ -1,7 +1,6 @@
 """featx fit: train a head on cached features, evaluate it, save the model bundle."""
 from __future__ import annotations
 
-import inspect
 import json
 
 import click
@@ -104,11 +103,6 @@ def start_loading(cache: str, quiet: bool):
     return progress
 
 
-def with_progress(fn, progress) -> dict:
-    """``progress=`` for library calls that take it (``featx.fit.fit``/``compare``; an engine's may not)."""
-    return {"progress": progress} if "progress" in inspect.signature(fn).parameters else {}
-
-
 @click.command("fit", epilog=FIT_EPILOG)
 @click.argument("cache", type=click.Path(exists=True))
 @click.option("--features", "features", multiple=True, required=True, help="Feature set(s) to fuse: a,b (see `featx info`).")
@@ -131,7 +125,7 @@ def fit_cmd(cache, features, head, output, report, params, n_jobs, quiet, engine
         else:
             from featx.fit import fit
         result = fit(cache, split_list(features), head, params=params, n_jobs=n_jobs, **fit_kwargs(**kw),
-                     **with_progress(fit, progress))
+                     progress=progress)
     finally:
         progress.close()
     path = result.save(output)

@@ -41,5 +41,9 @@ def predict_cmd(model, sources, output, cache, trust, device, batch_size, worker
         df = predict(model, list(sources), cache=cache, out=output, trust=trust, extract_options=opts)
     failed = int((df["predicted_index"] < 0).sum())
     click.echo(f"{len(df)} rows ({failed} without a prediction) -> {output}")
+    summary = df.attrs.get("summary") or {}
+    if summary.get("accuracy") is not None:
+        click.echo(f"accuracy {summary['accuracy']:.3f} on the {summary['n_labelled']} labelled rows "
+                   "(true and predicted classes compared by name)")
     for note in df.attrs.get("notes", []):
         click.echo(f"note: {note}", err=True)

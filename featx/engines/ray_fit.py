@@ -21,7 +21,7 @@ import numpy as np
 
 from featx.engines import require_ray
 from featx.errors import FeatxError
-from featx.fit import HeadSpec, Tuner, fit, parse_sets
+from featx.fit import HeadPlan, Tuner, fit, parse_sets
 from featx.fit.search import head_name
 from featx.heads.zoo import XGBoostHead
 
@@ -186,7 +186,7 @@ def fit_xgboost_ray(cache, features: str | Sequence[str], *, num_workers: int = 
     """``featx.fit.fit`` with the xgboost head trained by Ray Train: a head without search (fixed
     ``params``); same protocol, metrics and bundle as the local path."""
     head_params = dict(params or {})
-    spec = HeadSpec(
+    spec = HeadPlan(
         "xgboost",
         RayXGBoostHead(num_workers=num_workers, worker_cpus=worker_cpus, class_weight=class_weight,
                        random_state=seed, **head_params),

@@ -40,7 +40,7 @@ from featx.fit.prediction import (
 )
 from featx.fit.protocol import predict_rows, train_fold
 from featx.fit.results import SUMMARY_KEYS, CompareResult, Evaluation, FitResult, metrics_block, prediction_frame
-from featx.fit.search import SCORINGS, SEARCHES, HeadSpec, Tuner, auc_scorer, head_spec, make_scorer, search_space
+from featx.fit.search import SCORINGS, SEARCHES, HeadPlan, Tuner, auc_scorer, head_plan, make_scorer, search_space
 from featx.fit.tables import (
     check_finite,
     effective_groups,
@@ -54,10 +54,10 @@ from featx.fit.tables import (
 from featx.table import FeatureTable
 
 __all__ = [
-    "CompareResult", "Evaluation", "FeatureTable", "FitResult", "HeadSpec", "PROVENANCE_KEYS", "Reduce",
+    "CompareResult", "Evaluation", "FeatureTable", "FitResult", "HeadPlan", "PROVENANCE_KEYS", "Reduce",
     "SCORINGS", "SEARCHES", "SUMMARY_KEYS", "Tuner", "auc_scorer", "block_weights", "build_pipeline",
     "check_finite", "comparable_config", "compare", "config_diff", "effective_groups", "extraction_calls",
-    "fit", "head_spec", "imbalance_note", "leader_row", "load_table", "make_scorer", "match_sets",
+    "fit", "head_plan", "imbalance_note", "leader_row", "load_table", "make_scorer", "match_sets",
     "metrics_block", "model_table", "parse_choices", "parse_pca", "parse_sets", "predict", "predict_rows",
     "predict_table", "prediction_frame", "prediction_summary", "run_line", "search_space", "subset_table",
     "table_from_arrays", "train_fold", "validate_fit_options",

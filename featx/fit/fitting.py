@@ -14,7 +14,7 @@ from featx.evaluate import EvalPlan, plan_evaluation
 from featx.fit.pipeline import build_pipeline, parse_pca
 from featx.fit.protocol import FitJob, run_cv, run_split
 from featx.fit.results import FitResult
-from featx.fit.search import HeadSpec, Tuner, head_params, head_spec
+from featx.fit.search import HeadPlan, Tuner, head_params, head_plan
 from featx.fit.tables import imbalance_note, load_table, parse_sets
 from featx.jsonutil import to_jsonable
 from featx.progress import as_progress
@@ -45,7 +45,7 @@ def validate_fit_options(*, select_k=None, variance_threshold=0.0, n_iter=20, cv
 def fit(
     cache,
     features: str | Sequence[str],
-    head: str | HeadSpec = "svm",
+    head: str | HeadPlan = "svm",
     *,
     params: dict[str, Any] | None = None,
     search: str = "grid",
@@ -72,7 +72,7 @@ def fit(
     """Fit head ``head`` on feature sets ``features`` of ``cache``, evaluate it, build the bundle.
 
     ``cache`` is a cache path or a table (:func:`featx.fit.table_from_arrays`, or
-    ``featx.load_features``'s result). ``head`` is a zoo name ("svm") or a :class:`HeadSpec`
+    ``featx.load_features``'s result). ``head`` is a zoo name ("svm") or a :class:`HeadPlan`
     (an estimator with its own search space; ``params``, ``class_weight``, ``search`` and
     ``grid`` then do not apply to it). ``params`` fixes head parameters (its own names); ``grid``
     replaces the default search space. ``pca`` is an int, a variance fraction or a string
@@ -87,7 +87,7 @@ def fit(
     pca = parse_pca(pca)
     validate_fit_options(select_k=select_k, variance_threshold=variance_threshold, n_iter=n_iter, cv=cv,
                          n_boot=n_boot, seed=seed)
-    spec = head if isinstance(head, HeadSpec) else head_spec(head, params=params, class_weight=class_weight,
+    spec = head if isinstance(head, HeadPlan) else head_plan(head, params=params, class_weight=class_weight,
                                                              seed=seed, search=search, grid=grid)
     tuner = tuner or Tuner(search=search, scoring=scoring, n_iter=n_iter, seed=seed, n_jobs=n_jobs)
     sets = parse_sets(features)

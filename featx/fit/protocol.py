@@ -17,7 +17,7 @@ from sklearn.pipeline import Pipeline
 
 from featx.evaluate import EvalPlan, expand_scores, score_matrix, tuning_cv
 from featx.fit.results import SUMMARY_KEYS, Evaluation, fold_summary, mean_of, metrics_block, std_of
-from featx.fit.search import HeadSpec, Tuner, head_params
+from featx.fit.search import HeadPlan, Tuner, head_params
 from featx.heads.zoo import CalibratedHead
 from featx.progress import Progress
 from featx.table import FeatureTable
@@ -28,7 +28,7 @@ class FitJob:
     """One head on one table: the unfitted pipeline, how to tune it, and how to evaluate it."""
 
     pipeline: Pipeline
-    spec: HeadSpec
+    spec: HeadPlan
     tuner: Tuner
     table: FeatureTable
     plan: EvalPlan

@@ -1,6 +1,6 @@
 """Heads and hyper-parameter search.
 
-A :class:`HeadSpec` is what ``fit`` trains: an unfitted estimator, its fixed parameters and its
+A :class:`HeadPlan` is what ``fit`` trains: an unfitted estimator, its fixed parameters and its
 search space (empty: no search, e.g. the Ray Train XGBoost head). A :class:`Tuner` picks the
 candidate with the best mean score over the tuning folds, exactly as ``GridSearchCV`` /
 ``RandomizedSearchCV`` would (same candidates, same folds, same scorer, ties to the first
@@ -30,7 +30,7 @@ PREFIX = "head__"
 
 def head_name(name: str) -> str:
     """The canonical name of a zoo head ("SVC" -> "svm"); FeatxError for unknown names."""
-    return zoo._check_name(name)  # the zoo's own alias table (to be renamed public in featx.heads.zoo)
+    return zoo.check_head_name(name)
 
 
 def auc_scorer(estimator, X, y) -> float:
@@ -63,7 +63,7 @@ def head_params(prefixed: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass
-class HeadSpec:
+class HeadPlan:
     """What :func:`featx.fit.fit` trains.
 
     name      the head's name, recorded in the bundle and reports ("svm")
@@ -86,15 +86,16 @@ class HeadSpec:
     notes: list[str] = field(default_factory=list)
 
 
-def head_spec(name: str, *, params: dict[str, Any] | None = None, class_weight=None, seed: int = 0,
-              search: str = "grid", grid: dict | None = None) -> HeadSpec:
+def head_plan(name: str, *, params: dict[str, Any] | None = None, class_weight=None, seed: int = 0,
+              search: str = "grid", grid: dict | None = None) -> HeadPlan:
     """The zoo head ``name`` with fixed ``params`` (left out of the search) and the space of ``search``."""
     name = head_name(name)
     fixed = dict(params or {})
-    notes = ["class_weight is ignored by the knn head"] if class_weight is not None and name == "knn" else []
-    estimator = zoo.make_head(name, class_weight=None if name == "knn" else class_weight, seed=seed, **fixed)
+    weighted = zoo.head_spec(name).supports_class_weight
+    notes = [f"class_weight is ignored by the {name} head"] if class_weight is not None and not weighted else []
+    estimator = zoo.make_head(name, class_weight=class_weight if weighted else None, seed=seed, **fixed)
     space = {k: v for k, v in search_space(name, search, grid).items() if k[len(PREFIX):] not in fixed}
-    return HeadSpec(name, estimator, fixed, space, zoo.needs_calibration(name), notes=notes)
+    return HeadPlan(name, estimator, fixed, space, zoo.needs_calibration(name), notes=notes)
 
 
 def run_parallel(tasks, n_jobs=None, *, unordered: bool = False, **parallel_options):

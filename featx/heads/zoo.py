@@ -48,7 +48,7 @@ def _stats():
 
 __all__ = ["HeadSpec", "HEAD_SPECS", "HEADS", "CALIBRATED_HEADS", "head_spec", "check_head_name",
            "check_head_params", "make_head", "default_grid", "default_distributions", "needs_calibration",
-           "has_scores", "XGBoostHead", "CalibratedHead", "ELMHead"]
+           "XGBoostHead", "CalibratedHead", "ELMHead"]
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,6 @@ def check_head_name(name: str) -> str:
     return key
 
 
-_check_name = check_head_name  # the old private name, until featx.fit calls check_head_name
 
 
 def head_spec(name: str) -> HeadSpec:
@@ -226,11 +225,6 @@ def default_grid(name: str) -> dict[str, list]:
 def default_distributions(name: str) -> dict[str, Any]:
     """scipy.stats distributions (or lists) for ``--search random`` on head ``name``."""
     return head_spec(name).distributions()
-
-
-def has_scores(estimator) -> bool:
-    """True if ``estimator`` (fitted or not) offers ``decision_function`` or ``predict_proba``."""
-    return hasattr(estimator, "decision_function") or hasattr(estimator, "predict_proba")
 
 
 def needs_calibration(name: str) -> bool:
