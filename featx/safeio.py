@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tempfile
 from contextlib import contextmanager
@@ -205,3 +206,86 @@ def fsync_dir(path: str | os.PathLike) -> None:
         pass
     finally:
         os.close(fd)
+
+
+class LockFileBusy(Exception):
+    """Another process holds the lock file."""
+
+
+class ExclusiveLockFile:
+    """A non-blocking exclusive lock held through a file that exists only while it is held.
+
+    ``acquire`` creates ``path``, locks it (fcntl.flock, released by the kernel if the process
+    dies) and checks that the file it locked is still the one at ``path`` (another process may
+    have removed it in between); ``release`` removes the file, then unlocks it. So no lock file
+    outlives a run, and two processes never both believe they hold the lock."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        import fcntl
+        for _ in range(100):
+            reason = not_regular_reason(self.path)
+            if reason is not None and reason != "does not exist":
+                raise FeatxError(f"lock file {reason}", self.path)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NONBLOCK", 0), 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise LockFileBusy(str(self.path)) from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._fd = fd
+                return
+            os.close(fd)  # the holder removed it as we locked it: lock the new one
+        raise LockFileBusy(str(self.path))
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+
+@contextmanager
+def sigint_deferred():
+    """Hold back Ctrl-C (SIGINT) until the block is done, then raise it: for a replace that must finish."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    try:
+        old = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    except (ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if got and callable(old):
+            old(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt here
+        elif got and old == signal.SIG_DFL:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def io_reason(e: BaseException) -> str:
+    """One line saying why a write failed: the OS's words when HDF5 buried them in a long message."""
+    if getattr(e, "strerror", None):
+        return str(e.strerror)
+    text = " ".join(str(e).split())
+    m = re.search(r"error message = '([^']+)'", text)
+    return m.group(1) if m else (text or type(e).__name__)
