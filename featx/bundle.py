@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import joblib
 
 from featx.errors import ModelError
+from featx.safeio import atomic_write, atomic_write_text, not_regular_reason, open_regular, regular_file
 
 BUNDLE_FORMAT = 1
 
@@ -75,7 +75,7 @@ def sidecar_path(path: str | os.PathLike) -> Path:
 
 def file_sha256(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path, "rb", what="model file", error=ModelError) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -94,25 +94,27 @@ def save_bundle(bundle: ModelBundle, path: str | os.PathLike) -> Path:
     bundle.sklearn_version = bundle.sklearn_version or sklearn.__version__
     bundle.created = bundle.created or datetime.now(timezone.utc).isoformat(timespec="seconds")
     bundle.training.setdefault("python", platform.python_version())
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        joblib.dump(bundle, tmp, compress=3)
-        digest = file_sha256(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    sidecar_path(path).write_text(f"{digest}  {path.name}\n", encoding="utf-8")
+    with atomic_write(path) as fh:  # temporary file, fsync, rename: never half a model
+        joblib.dump(bundle, fh, compress=3)
+    atomic_write_text(sidecar_path(path), f"{file_sha256(path)}  {path.name}\n")
     return path
+
+
+def _model_file(path: str | os.PathLike) -> Path:
+    if not_regular_reason(path) == "does not exist":
+        raise ModelError("model file not found", path=path)
+    return regular_file(path, "model file", ModelError)
 
 
 def _read_sidecar(path: Path) -> str | None:
     side = sidecar_path(path)
-    if not side.exists():
+    reason = not_regular_reason(side)
+    if reason == "does not exist":
         return None
-    text = side.read_text(encoding="utf-8").strip()
+    if reason:
+        raise ModelError(f"sidecar {side.name} {reason}", path=path)
+    with open_regular(side, "rb", what="sidecar", error=ModelError) as fh:
+        text = fh.read(4096).decode("utf-8", "replace").strip()
     digest = text.split()[0].lower() if text else ""
     if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         raise ModelError(f"sidecar {side.name} is not a sha256 digest", path=path)
@@ -121,9 +123,7 @@ def _read_sidecar(path: Path) -> str | None:
 
 def verify_bundle(path: str | os.PathLike) -> str:
     """Check ``path`` against its sidecar; returns the digest or raises ModelError saying why."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError("model file not found", path=path)
+    path = _model_file(path)
     expected = _read_sidecar(path)
     if expected is None:
         raise ModelError(f"no {sidecar_path(path).name} sidecar next to the model, so its integrity "
@@ -142,9 +142,7 @@ def load_bundle(path: str | os.PathLike, trust: bool = False) -> ModelBundle:
     Unless ``trust`` is True the file's sha256 must match its sidecar (checked before unpickling).
     Raises :class:`featx.errors.ModelError` for a missing, unverifiable, unreadable or foreign file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError("model file not found", path=path)
+    path = _model_file(path)
     if not trust:
         verify_bundle(path)
     try:

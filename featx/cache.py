@@ -24,6 +24,7 @@ keeps two writers apart.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import uuid
@@ -34,10 +35,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from featx.check import HDF5_SIGNATURE, LAYOUT_VERSION, nonfinite_rows, structure_problems
 from featx.errors import CacheError, CacheLockedError
 from featx.table import FeatureTable  # noqa: F401  (defined there; featx.cache.FeatureTable stays)
+from featx.safeio import (ExclusiveLockFile, LockFileBusy, fsync_dir, io_reason, not_regular_reason,
+                          sigint_deferred)
 
-LAYOUT_VERSION = 1
+log = logging.getLogger("featx")
 _STR = None  # set lazily: h5py.string_dtype()
 
 
@@ -67,23 +71,37 @@ def lock_path(cache: str | Path) -> Path:
 
 
 def _open_read(path: str | Path):
+    """The cache opened for reading, its structure checked (featx.check): CacheError if not."""
     import h5py
     path = Path(path)
-    if not path.exists():
-        raise CacheError("cache does not exist", path)
+    reason = not_regular_reason(path)
+    if reason is not None:
+        raise CacheError(f"cache {reason}", path)
     try:
         f = h5py.File(path, "r")
     except OSError as e:
-        raise CacheError(f"not a readable HDF5 file ({e})", path) from None
-    version = f.attrs.get("featx_layout_version")
-    if version is None:
+        raise CacheError(f"not a readable HDF5 file ({' '.join(str(e).split())})", path) from None
+    try:
+        problems = structure_problems(f)
+    except Exception as e:  # a damaged object header
+        problems = [f"cannot read the cache's structure ({type(e).__name__}: {' '.join(str(e).split())})"]
+    if problems:
         f.close()
-        raise CacheError("not a featx cache (no featx_layout_version attribute)", path)
-    if int(version) > LAYOUT_VERSION:
-        f.close()
-        raise CacheError(f"cache layout version {int(version)} is newer than this featx reads "
-                         f"({LAYOUT_VERSION}); upgrade featx", path)
+        more = f" (and {len(problems) - 1} more; `featx check` lists them)" if len(problems) > 1 else ""
+        raise CacheError(problems[0] + more, path)
     return f
+
+
+@contextmanager
+def _reading(path):
+    """Turn an error met while reading a structurally sound cache (a damaged chunk) into one line."""
+    try:
+        yield
+    except CacheError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
+        raise CacheError(f"cannot read the cache ({type(e).__name__}: {' '.join(str(e).split())[:300]}); "
+                         "`featx check` lists its problems", path) from None
 
 
 def _strs(ds) -> np.ndarray:
@@ -107,12 +125,14 @@ class CacheState:
 
 
 def read_state(path: str | Path) -> CacheState:
-    """The cache's samples, sets, configs and which rows are done (empty state if no file)."""
+    """The cache's samples, sets, configs and which rows are done (empty state if no file).
+
+    A row whose features hold NaN or infinity is not done, so the next extraction recomputes it."""
     path = Path(path)
     st = CacheState()
-    if not path.exists():
+    if not os.path.lexists(path):
         return st
-    with _open_read(path) as f:
+    with _open_read(path) as f, _reading(path):
         if "samples" in f:
             st.ids = list(_strs(f["samples/id"]))
             st.paths = list(_strs(f["samples/path"]))
@@ -122,6 +142,7 @@ def read_state(path: str | Path) -> CacheState:
             st.splits = list(_strs(f["samples/split"]))
         for name, cfg, ok in _iter_sets(f):
             st.sets[name] = cfg
+            ok = ok.astype(bool) & ~nonfinite_rows(f["features"][name], ok.astype(bool))
             st.done[name] = {i for i, o in zip(st.ids, ok) if o}
             for key in json.loads(f["features"][name].attrs.get("requests", "[]")):
                 st.requests[key] = name
@@ -143,7 +164,7 @@ def _iter_sets(f):
 
 def list_sets(path: str | Path) -> dict[str, dict]:
     """Feature-set names and their configs."""
-    with _open_read(path) as f:
+    with _open_read(path) as f, _reading(path):
         return {name: cfg for name, cfg, _ in _iter_sets(f)}
 
 
@@ -162,7 +183,7 @@ def load_features(cache: str | Path, sets: str | Sequence[str]) -> FeatureTable:
     names = parse_sets(sets)
     if not names:
         raise CacheError("no feature set named", cache)
-    with _open_read(cache) as f:
+    with _open_read(cache) as f, _reading(cache):
         available = [n for n in f.get("features", {}) if not n.endswith("_ok")]
         for n in names:
             if n not in available:
@@ -198,18 +219,18 @@ def load_features(cache: str | Path, sets: str | Sequence[str]) -> FeatureTable:
 
 
 class CacheLock:
-    """An exclusive, non-blocking lock on a cache; released on exit or when the process dies."""
+    """An exclusive, non-blocking lock on a cache; released on exit or when the process dies.
+
+    Its lock file (``CACHE.lock``) exists only while the lock is held (featx.safeio.ExclusiveLockFile)."""
 
     def __init__(self, cache: str | Path):
-        from filelock import FileLock
         self.cache = Path(cache)
-        self._lock = FileLock(str(lock_path(cache)), timeout=0)
+        self._lock = ExclusiveLockFile(lock_path(cache))
 
     def __enter__(self):
-        from filelock import Timeout
         try:
             self._lock.acquire()
-        except Timeout:
+        except LockFileBusy:
             raise CacheLockedError("cache is in use by another featx process (its lock "
                                    f"{lock_path(self.cache).name} is held); wait for it to finish",
                                    self.cache) from None
@@ -217,6 +238,42 @@ class CacheLock:
 
     def __exit__(self, *exc):
         self._lock.release()
+
+
+def _tmp_pattern(cache: Path) -> re.Pattern:
+    """Names of the temporary files featx's commit writes beside ``cache`` (and only those)."""
+    return re.compile(re.escape(cache.name) + r"\.tmp-featx-\d+-[0-9a-f]{8}")
+
+
+def _remove_stale_tmp(cache: Path) -> None:
+    """Remove temporary files a killed commit of this cache left (call with the lock held).
+
+    Only files with featx's own temporary name that are empty or HDF5 are removed: a user's
+    ``CACHE.tmp-notes`` is never touched."""
+    pattern = _tmp_pattern(cache)
+    for p in cache.parent.glob(cache.name + ".tmp-featx-*"):
+        if not pattern.fullmatch(p.name) or not_regular_reason(p):
+            continue
+        try:
+            with open(p, "rb") as fh:
+                head = fh.read(8)
+        except OSError:
+            continue
+        if head in (b"", HDF5_SIGNATURE):
+            p.unlink(missing_ok=True)
+
+
+def quarantine_dir(cache: str | Path) -> Path:
+    return journal_dir(cache) / "quarantine"
+
+
+def _quarantine(cache: Path, record: Path) -> None:
+    """Move an unreadable journal record aside (never delete what may be someone's rows) and say so."""
+    dest = quarantine_dir(cache)
+    dest.mkdir(parents=True, exist_ok=True)
+    os.replace(record, dest / record.name)
+    log.warning("%s: unreadable journal record moved to %s (its rows, if any, are recomputed by the next run)",
+                record, dest)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -298,6 +355,8 @@ class Journal:
 
 
 def _read_record(path: Path) -> BatchRecord | None:
+    if not_regular_reason(path):
+        return None
     try:
         with np.load(path, allow_pickle=False) as z:
             rec = BatchRecord(ids=list(z["ids"]), paths=list(z["paths"]), labels=list(z["labels"]),
@@ -345,42 +404,25 @@ def commit(cache: str | Path, featx_version: str | None = None) -> dict:
     is held back until it is done (then raised), so an interrupted run still leaves its rows
     committed; a kill -9 leaves the old cache and the journal, as before.
     """
-    with _sigint_deferred():
+    with sigint_deferred():
         return _commit(cache, featx_version)
-
-
-@contextmanager
-def _sigint_deferred():
-    import signal
-    import threading
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    got: list[int] = []
-    try:
-        old = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
-    except (ValueError, OSError):
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
-        if got and callable(old):
-            old(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt here
-        elif got and old == signal.SIG_DFL:
-            os.kill(os.getpid(), signal.SIGINT)
 
 
 def _commit(cache: str | Path, featx_version: str | None = None) -> dict:
     import h5py
     cache = Path(cache)
-    for stale_tmp in cache.parent.glob(cache.name + ".tmp-*"):
-        stale_tmp.unlink(missing_ok=True)
+    _remove_stale_tmp(cache)
     records_paths = pending_records(cache)
     if not records_paths and cache.exists():
         return {"records": 0, "new_samples": 0, "rows": 0, "stale": 0}
-    records = [r for r in (_read_record(p) for p in records_paths) if r is not None]
+    records = []
+    for p in list(records_paths):
+        rec = _read_record(p)
+        if rec is None:
+            _quarantine(cache, p)
+            records_paths.remove(p)
+        else:
+            records.append(rec)
     if featx_version is None:
         from featx import __version__ as featx_version
 
@@ -449,7 +491,7 @@ def _commit(cache: str | Path, featx_version: str | None = None) -> dict:
             for p in rec.paths:
                 fails.pop(p, None)
 
-        tmp = cache.parent / f"{cache.name}.tmp-{os.getpid()}"
+        tmp = cache.parent / f"{cache.name}.tmp-featx-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         total_rows = 0
         _check_space(cache, records_paths)
         try:
@@ -503,13 +545,13 @@ def _commit(cache: str | Path, featx_version: str | None = None) -> dict:
                 os.fsync(fh.fileno())
         except (OSError, RuntimeError) as e:  # h5py reports a write that failed at close as RuntimeError
             tmp.unlink(missing_ok=True)
-            raise CacheError(f"cannot write the cache ({_io_reason(e)}); the cache is "
+            raise CacheError(f"cannot write the cache ({io_reason(e)}); the cache is "
                              "unchanged and computed rows stay in its journal for the next run", cache) from None
     finally:
         if old is not None:
             old.close()
     os.replace(tmp, cache)
-    _fsync_dir(cache.parent)
+    fsync_dir(cache.parent)
     for p in records_paths:
         p.unlink(missing_ok=True)
     d = journal_dir(cache)
@@ -532,25 +574,3 @@ def _check_space(cache: Path, records_paths: list[Path]) -> None:
         raise CacheError(f"cannot write the cache (No space left on device: about {need / 1e6:.1f} MB needed, "
                          f"{free / 1e6:.1f} MB free); the cache is unchanged and computed rows stay in its "
                          "journal for the next run", cache)
-
-
-def _io_reason(e: BaseException) -> str:
-    """One line saying why a write failed: the OS's words when HDF5 buried them in a long message."""
-    if getattr(e, "strerror", None):
-        return str(e.strerror)
-    text = " ".join(str(e).split())
-    m = re.search(r"error message = '([^']+)'", text)
-    return m.group(1) if m else (text or type(e).__name__)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

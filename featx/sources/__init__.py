@@ -6,14 +6,17 @@ the manner of MONAI's readers: a PNG named ``.jpg`` is still read as PNG, a DICO
 """
 from __future__ import annotations
 
+import os
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
 
 from featx.errors import DecodeError, SourceError
+from featx.safeio import file_type_name, not_regular_reason
 from featx.sources import dicom as _dicom
-from featx.sources.base import Failure, ReadOptions, Sample, ScanResult, sha256_file
+from featx.sources.base import Failure, ReadOptions, Sample, ScanResult, path_problem, sha256_file
 from featx.sources.folder import plan_folder
 from featx.sources.images import looks_like_image
 from featx.sources.manifest import scan_manifest
@@ -25,7 +28,8 @@ _MANIFEST_SUFFIXES = {".csv", ".tsv"}
 
 
 def _head(path: Path, n: int = 132) -> bytes:
-    with open(path, "rb") as f:
+    from featx.safeio import open_regular
+    with open_regular(path, "rb", error=DecodeError) as f:
         return f.read(n)
 
 
@@ -33,6 +37,10 @@ def scan_file(path: Path, label: str | None = None, group: str = "", split: str 
     """Sample records for one file, its kind found from its content."""
     path = Path(path)
     res = ScanResult()
+    problem = path_problem(path) or not_regular_reason(path)
+    if problem:
+        res.failures.append(Failure(str(path), problem))
+        return res
     try:
         if path.stat().st_size == 0:
             res.failures.append(Failure(str(path), "empty file (0 bytes)"))
@@ -59,6 +67,7 @@ def scan_file(path: Path, label: str | None = None, group: str = "", split: str 
         elif head.startswith(ZIP_MAGIC) and path.suffix.lower() == ".npz":
             sub = scan_npz(path)
             res.samples.extend(sub.samples)
+            res.failures.extend(sub.failures)
         else:
             res.failures.append(Failure(str(path), "not an image, DICOM or npz file (unrecognised content)"))
     except (SourceError, DecodeError) as e:
@@ -67,9 +76,17 @@ def scan_file(path: Path, label: str | None = None, group: str = "", split: str 
 
 
 def _scan_one_source(src: Path, allow_outside: bool, threads: int) -> ScanResult:
-    if not src.exists():
+    problem = path_problem(src)
+    if problem:
+        return ScanResult(failures=[Failure(str(src), problem)])
+    try:
+        mode = os.stat(src).st_mode
+    except OSError:
         return ScanResult(failures=[Failure(str(src), "does not exist")])
-    if src.is_dir():
+    if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+        # a named input that is a FIFO or a device is refused before anything opens it
+        raise SourceError(f"input is a {file_type_name(mode)}, not a regular file or folder", src)
+    if stat.S_ISDIR(mode):
         plan, failures = plan_folder(src)
         res = ScanResult(failures=failures)
         with ThreadPoolExecutor(threads) as pool:  # hashing releases the GIL

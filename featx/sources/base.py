@@ -1,13 +1,19 @@
 """Sample records and read options shared by every source reader."""
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 SPLIT_NAMES = ("train", "val", "test")
+
+# The most pixels one decoded image (one frame) may have: 64 megapixels. A float32 RGB copy of
+# such an image is 768 MB, so with the decode buffers a worker stays under about 2 GB.
+DEFAULT_MAX_PIXELS = 64_000_000
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
                  "validation": "val", "test": "test", "testing": "test"}
 
@@ -24,15 +30,23 @@ class ReadOptions:
         (per-image min-max for every image).
     draft_size: when set, JPEGs much larger than this (in pixels, shorter side) are decoded at a
         reduced scale (libjpeg DCT scaling) to no less than this size; None decodes in full.
+    max_pixels: the most pixels (width x height) an image or frame may decode to. A larger JPEG
+        is decoded at 1/2, 1/4 or 1/8 scale to fit; any other larger image is refused (a failure
+        line), so memory per worker has a ceiling. Only a non-default value appears in
+        ``config()``: caches made before this option existed keep their set configs.
     """
 
     window: str | tuple[float, float] | None = None
     intensity: str = "auto"
     draft_size: int | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def config(self) -> dict:
-        return {"window": list(self.window) if isinstance(self.window, tuple) else self.window,
-                "intensity": self.intensity, "draft_size": self.draft_size}
+        out = {"window": list(self.window) if isinstance(self.window, tuple) else self.window,
+               "intensity": self.intensity, "draft_size": self.draft_size}
+        if self.max_pixels != DEFAULT_MAX_PIXELS:
+            out["max_pixels"] = int(self.max_pixels)
+        return out
 
 
 @dataclass(frozen=True)
@@ -90,3 +104,21 @@ def normalize_split(name: str | None) -> str:
     if name is None:
         return ""
     return SPLIT_ALIASES.get(str(name).strip().lower(), "")
+
+
+def path_problem(path: Path) -> str | None:
+    """Why a path cannot even be looked at (too long, a NUL byte), or None."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ENAMETOOLONG:
+            return f"path is too long ({len(str(path))} characters; {e.strerror})"
+    except ValueError as e:
+        return f"not a usable path ({e})"
+    return None
+
+
+def short(path: object, limit: int = 200) -> str:
+    """A path for a message: long ones keep their start and end."""
+    text = str(path)
+    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-limit // 2:]} ({len(text)} characters)"

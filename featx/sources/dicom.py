@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from featx.errors import DecodeError
+from featx.sources.base import DEFAULT_MAX_PIXELS
 
 # (center, width) in HU.
 WINDOW_PRESETS: dict[str, tuple[float, float]] = {
@@ -32,11 +33,21 @@ def is_dicom(head: bytes) -> bool:
 
 
 def read_header(path: str):
+    """The dataset without pixel data; raises DecodeError if its declared sizes cannot be right."""
+    import os
+
     import pydicom
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
     except Exception as e:
         raise DecodeError(f"cannot read DICOM header ({type(e).__name__}: {_one_line(e)})", path) from None
+    # a single frame's size is checked against its PixelData when it is decoded (the header alone
+    # cannot tell a missing PixelData from a short one); many frames are checked here, before the
+    # scan makes one sample per frame
+    problem = declared_size_problem(ds, os.stat(path).st_size if n_frames(ds) > 1 else None)
+    if problem:
+        raise DecodeError(problem, path)
+    return ds
 
 
 def n_frames(ds) -> int:
@@ -44,6 +55,58 @@ def n_frames(ds) -> int:
         return max(1, int(getattr(ds, "NumberOfFrames", 1) or 1))
     except (TypeError, ValueError):
         return 1
+
+
+def _int(ds, name: str, default: int) -> int | None:
+    value = getattr(ds, name, None)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _size(n: float) -> str:
+    for unit, k in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= k:
+            return f"{n / k:.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
+def declared_size_problem(ds, available_bytes: int | None, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | None:
+    """Why the header's Rows, Columns, NumberOfFrames, BitsAllocated and SamplesPerPixel cannot
+    describe ``available_bytes`` of pixel data (the file's size, or the PixelData length; None:
+    not checked), or None.
+
+    Checked before anything is allocated or iterated, so a header claiming three million frames
+    costs one line instead of three million samples."""
+    if "Rows" not in ds and "Columns" not in ds:
+        return None  # no image (decoding says so)
+    rows, cols = _int(ds, "Rows", 0), _int(ds, "Columns", 0)
+    frames_raw = _int(ds, "NumberOfFrames", 1)
+    bits, spp = _int(ds, "BitsAllocated", 16), _int(ds, "SamplesPerPixel", 1)
+    if rows is None or cols is None or rows < 1 or cols < 1:
+        return f"DICOM declares an image of {getattr(ds, 'Columns', '?')}x{getattr(ds, 'Rows', '?')} pixels"
+    if frames_raw is None or frames_raw < 0:
+        return f"DICOM declares NumberOfFrames={getattr(ds, 'NumberOfFrames', '?')!r}"
+    frames = max(1, frames_raw)
+    if bits not in (1, 8, 16, 32, 64):
+        return f"DICOM declares BitsAllocated={getattr(ds, 'BitsAllocated', '?')}; expected 1, 8, 16, 32 or 64"
+    if spp not in (1, 3, 4):
+        return f"DICOM declares SamplesPerPixel={getattr(ds, 'SamplesPerPixel', '?')}; expected 1, 3 or 4"
+    if rows * cols > max_pixels:
+        return (f"DICOM declares {cols}x{rows} pixels per frame ({rows * cols / 1e6:.1f} megapixels), above "
+                f"the {max_pixels / 1e6:g}-megapixel limit per image")
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if getattr(ts, "is_compressed", False):
+        need = frames * 8  # every compressed frame is at least one 8-byte item
+    else:
+        need = -(-rows * cols * spp * bits * frames // 8)
+    if available_bytes is not None and need > available_bytes:
+        return (f"DICOM declares {frames} frame{'s' if frames > 1 else ''} of {cols}x{rows}x{spp} at {bits} bits "
+                f"({_size(need)}) but holds {_size(available_bytes)} of data")
+    return None
 
 
 def _first(value) -> float | None:
@@ -82,8 +145,11 @@ def apply_window(hu: np.ndarray, window: tuple[float, float] | None) -> np.ndarr
     return np.clip((hu - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
-def read_hu(path: str, frame: int | None = None) -> tuple[np.ndarray, object]:
+def read_hu(path: str, frame: int | None = None,
+            max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, object]:
     """Pixel data in modality units (HU for CT), float32, and the dataset (no windowing, no inversion)."""
+    import os
+
     import pydicom
     from pydicom.pixels import apply_modality_lut
     try:
@@ -92,6 +158,11 @@ def read_hu(path: str, frame: int | None = None) -> tuple[np.ndarray, object]:
         raise DecodeError(f"cannot read DICOM ({type(e).__name__}: {_one_line(e)})", path) from None
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise DecodeError("DICOM has no pixel data", path)
+    data = ds.get("PixelData")
+    problem = declared_size_problem(ds, len(data) if isinstance(data, (bytes, bytearray))
+                                    else os.stat(path).st_size, max_pixels)
+    if problem:
+        raise DecodeError(problem, path)
     try:
         arr = ds.pixel_array
     except Exception as e:
@@ -108,8 +179,9 @@ def read_hu(path: str, frame: int | None = None) -> tuple[np.ndarray, object]:
     return apply_modality_lut(arr, ds).astype(np.float32), ds
 
 
-def decode_dicom(path: str, frame: int | None = None, window=None) -> np.ndarray:
-    hu, ds = read_hu(path, frame)
+def decode_dicom(path: str, frame: int | None = None, window=None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    hu, ds = read_hu(path, frame, max_pixels)
     if hu.ndim == 3:  # colour
         return np.clip(hu / 255.0, 0.0, 1.0).astype(np.float32)
     try:

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from featx.errors import DecodeError
+from featx.sources.base import DEFAULT_MAX_PIXELS
 
 # Refuse decompression bombs loudly instead of warning: PIL raises DecompressionBombError past 2x.
 Image.MAX_IMAGE_PIXELS = 178_956_970  # PIL's default, stated so it is a visible decision
@@ -78,8 +79,32 @@ def _pil_to_array(im: Image.Image, intensity: str) -> np.ndarray:
     return scale_to_unit(arr, intensity)
 
 
-def decode_image(path: str, intensity: str = "auto", draft_size: int | None = None) -> np.ndarray:
-    """Decode one image file to float32 [0, 1], shape (H, W) or (H, W, 3)."""
+def too_many_pixels(width: int, height: int, max_pixels: int) -> str:
+    """The failure reason for an image or frame above the pixel limit."""
+    return (f"image is {width}x{height} ({width * height / 1e6:.1f} megapixels), above the "
+            f"{max_pixels / 1e6:g}-megapixel limit per image (ReadOptions.max_pixels)")
+
+
+def _fit_pixels(im: Image.Image, path: str, max_pixels: int) -> None:
+    """Refuse an image above max_pixels before decoding it; a JPEG is drafted down to fit."""
+    w, h = im.size
+    if w * h <= max_pixels:
+        return
+    if im.format == "JPEG":
+        for k in (2, 4, 8):  # libjpeg's DCT scaling
+            if -(-w // k) * -(-h // k) <= max_pixels:
+                im.draft(im.mode, (-(-w // k), -(-h // k)))
+                if im.size[0] * im.size[1] <= max_pixels:
+                    return
+    raise DecodeError(too_many_pixels(w, h, max_pixels), path)
+
+
+def decode_image(path: str, intensity: str = "auto", draft_size: int | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode one image file to float32 [0, 1], shape (H, W) or (H, W, 3).
+
+    An image above ``max_pixels`` is decoded at a reduced scale if it is a JPEG and refused
+    otherwise (DecodeError), before any pixel is decoded."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -88,6 +113,7 @@ def decode_image(path: str, intensity: str = "auto", draft_size: int | None = No
                     raise DecodeError(f"image has no pixels ({im.width}x{im.height})", path)
                 if draft_size and im.format == "JPEG" and min(im.size) >= 2 * draft_size:
                     im.draft(im.mode, (draft_size, draft_size))
+                _fit_pixels(im, path, max_pixels)
                 im.load()
                 return _pil_to_array(im, intensity)
     except DecodeError:

@@ -9,14 +9,15 @@ import csv
 from pathlib import Path
 
 from featx.errors import SourceError
-from featx.sources.base import Failure, ScanResult, normalize_split
+from featx.safeio import not_regular_reason, open_regular
+from featx.sources.base import Failure, ScanResult, normalize_split, path_problem, short
 
 
 def scan_manifest(path: Path, allow_outside: bool = False, sniff=None) -> ScanResult:
     path = Path(path)
     root = path.parent.resolve()
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
+        with open_regular(path, "r", what="manifest", error=SourceError, newline="", encoding="utf-8-sig") as f:
             sample = f.read(4096)
             f.seek(0)
             try:
@@ -41,16 +42,24 @@ def scan_manifest(path: Path, allow_outside: bool = False, sniff=None) -> ScanRe
         if not rel:
             result.failures.append(Failure(where, "empty path"))
             continue
+        if any("\x00" in v for v in row.values()):
+            result.failures.append(Failure(where, "row contains a NUL byte"))
+            continue
+        problem = path_problem(root / rel)
+        if problem:
+            result.failures.append(Failure(where, f"path {short(rel)!r}: {problem}"))
+            continue
         target = (root / rel).resolve()
         if not allow_outside and not target.is_relative_to(root):
-            result.failures.append(Failure(where, f"path {rel!r} is outside the manifest's folder (use --allow-outside)"))
+            result.failures.append(Failure(where, f"path {short(rel)!r} is outside the manifest's folder (use --allow-outside)"))
             continue
         if str(target) in seen:
             result.failures.append(Failure(where, f"duplicate of line {seen[str(target)]}; kept the first"))
             continue
         seen[str(target)] = lineno
-        if not target.is_file():
-            result.failures.append(Failure(str(target), f"listed in {where} but does not exist"))
+        problem = not_regular_reason(target)
+        if problem:
+            result.failures.append(Failure(str(target), f"listed in {where} but {problem}"))
             continue
         raw_split = row.get("split", "")
         split = normalize_split(raw_split)
