@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from featx.safeio import atomic_write
+
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -32,5 +34,6 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     out.columns = [safe_cell(str(c)) for c in out.columns]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    out.to_csv(path, index=False)
+    with atomic_write(path, mode="w") as fh:  # a reader never sees half a file; a crash leaves the old one
+        out.to_csv(fh, index=False)
     return path

@@ -20,8 +20,11 @@ Examples:
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False), help="leaderboard.csv (a .md and a .png are written beside it).")
 @click.option("--jobs", "n_jobs", type=JOBS, default=-1, show_default=True, help="Runs in parallel (-1: all cores).")
 @common_options
-def compare_cmd(cache, features, heads, output, n_jobs, quiet, **kw):
+def compare_cmd(cache, features, heads, output, n_jobs, quiet, force, **kw):
     """Compare heads and feature sets of CACHE on the same rows and folds."""
+    from featx.safeio import check_output
+
+    check_output(output, [cache], kind="csv", force=force)
     from featx.errors import FeatxError
     from featx.heads.zoo import check_head_name
 

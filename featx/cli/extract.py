@@ -47,11 +47,15 @@ Examples:
 @click.option("--allow-outside", is_flag=True, help="Let a CSV manifest point outside its own folder.")
 @click.option("--strict", is_flag=True, help="Exit non-zero if any input failed.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output of another kind (never an input).")
 @click.option("--engine", type=SuggestChoice(["local", "ray"]), default="local", show_default=True, help="ray: decode in Ray tasks and run the model in one Ray actor per GPU/CPU slot (--workers actors); needs featx[ray].")
 @click.option("--address", default=None, help="Ray cluster for --engine ray: auto, HOST:PORT or ray://HOST:PORT (default: $RAY_ADDRESS, else a local Ray).")
 def extract_cmd(sources, cache, backbones, handcrafted, layers, concat_layers, pooling, weights, device, precision,
-                batch_size, workers, window, intensity, no_jpeg_draft, name, allow_outside, strict, quiet, engine, address):
+                batch_size, workers, window, intensity, no_jpeg_draft, name, allow_outside, strict, quiet, force, engine, address):
     """Extract features of SOURCES (folders, CSV manifests, .npz, DICOM or image files) into CACHE."""
+    from featx.safeio import check_output
+
+    check_output(cache, sources, kind="cache", force=force)
     bbs = split_list(backbones) or ["efficientnet_lite0"]
     if [b.lower() for b in bbs] == ["none"]:
         bbs = []

@@ -79,6 +79,7 @@ def common_options(fn):
         click.option("--seed", type=WholeNumber(0), default=0, show_default=True),
         click.option("--drop-nonfinite", is_flag=True, help="Drop rows with NaN/Inf features instead of stopping."),
         click.option("-q", "--quiet", is_flag=True, help="No progress display."),
+        click.option("--force", is_flag=True, help="Overwrite an existing output of another kind (never an input)."),
     ]
     for o in reversed(opts):
         fn = o(fn)
@@ -113,8 +114,11 @@ def start_loading(cache: str, quiet: bool):
 @click.option("--jobs", "n_jobs", type=JOBS, default=-1, show_default=True, help="Parallel search candidates (-1: all cores).")
 @common_options
 @click.option("--engine", type=SuggestChoice(["local", "ray"]), default="local", show_default=True, help="ray: search/CV fits as Ray tasks ($RAY_ADDRESS or a local Ray); xgboost on large caches through Ray Train. Needs featx[ray].")
-def fit_cmd(cache, features, head, output, report, params, n_jobs, quiet, engine="local", **kw):
+def fit_cmd(cache, features, head, output, report, params, n_jobs, quiet, force, engine="local", **kw):
     """Fit a HEAD on feature sets of CACHE, evaluate it and save the model."""
+    from featx.safeio import check_output
+
+    check_output(output, [cache], kind="model", force=force)
     params = checked_params(head, params)
     progress = start_loading(cache, quiet)
     try:

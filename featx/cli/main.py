@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from featx.cli.check import check_cmd
 from featx.cli.common import FeatxGroup, setup_logging
 from featx.cli.compare import compare_cmd
 from featx.cli.demo import demo_cmd
@@ -34,6 +35,7 @@ main.add_command(info_cmd)
 main.add_command(fit_cmd)
 main.add_command(predict_cmd)
 main.add_command(compare_cmd)
+main.add_command(check_cmd)
 
 
 if __name__ == "__main__":

@@ -24,11 +24,17 @@ Examples:
 @click.option("--batch-size", type=WholeNumber(1, "images per batch"), default=None, help="Extraction batch size (default: the model's).")
 @click.option("--workers", type=WholeNumber(1, "processes"), default=None, help="Decoding worker processes.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
-def predict_cmd(model, sources, output, cache, trust, device, batch_size, workers, quiet):
+@click.option("--force", is_flag=True, help="Overwrite an existing output of another kind (never an input).")
+def predict_cmd(model, sources, output, cache, trust, device, batch_size, workers, quiet, force):
     """Predict with MODEL on SOURCES: image folders/files/npz/DICOM/manifests (features are
     extracted with the model's extractor settings), or a featx cache (.h5)."""
     from featx.errors import FeatxError
     from featx.fit import predict
+    from featx.safeio import check_output
+
+    check_output(output, [model, *sources, *([cache] if cache else [])], kind="csv", force=force)
+    if cache:
+        check_output(cache, [model, *sources], kind="cache", force=force)
 
     caches = [s for s in sources if is_cache(s)]
     if caches:
