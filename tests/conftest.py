@@ -24,6 +24,7 @@ from tests.support import (  # noqa: F401  (re-exported for tests that import th
 )
 
 SHARED_DATA_FIXTURES = {"chest_full_dir", "ct_full_dir"}
+SLOW_FIXTURES = {"breast_cache"}   # real EfficientNet-Lite0 over 780 images: ~25 s on 2 cores, once per session
 
 
 def need(path: Path) -> Path:
@@ -34,11 +35,15 @@ def need(path: Path) -> Path:
 
 def pytest_collection_modifyitems(config, items):
     """Tests that use the full data sets carry the ``shared_data`` marker (added here for users of
-    ``chest_full_dir``/``ct_full_dir``) and are skipped, with one reason, when the data is absent."""
+    ``chest_full_dir``/``ct_full_dir``) and are skipped, with one reason, when the data is absent.
+    Users of ``breast_cache`` are marked ``slow``, so ``-m "not slow"`` never builds it."""
     reason = shared_data_missing()
     for item in items:
-        if SHARED_DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
+        used = set(getattr(item, "fixturenames", ()))
+        if SHARED_DATA_FIXTURES & used:
             item.add_marker(pytest.mark.shared_data)
+        if SLOW_FIXTURES & used:
+            item.add_marker(pytest.mark.slow)
         if reason and item.get_closest_marker("shared_data"):
             item.add_marker(pytest.mark.skip(reason=reason))
 
