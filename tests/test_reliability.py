@@ -161,6 +161,7 @@ def test_ctrl_c_before_the_first_batch_exits_130_without_traceback(tmp_path, sma
     assert F.opens_with_h5py(cache) and not list(tmp_path.glob("c.h5.tmp-*"))
 
 
+@pytest.mark.slow  # with the killbed fixture (a filler cache and a reference run) > 15 s
 def test_ctrl_c_during_the_final_commit_lets_the_commit_finish(killbed):
     """Ctrl-C while the cache file is being rewritten used to abort the commit: the run ended with
     nothing committed (rows left in the journal). Now the commit completes, then the run stops."""
