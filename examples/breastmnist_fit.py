@@ -1,6 +1,9 @@
 """BreastMNIST end to end with the library API: extract -> fit (one set, then a fusion) -> report -> predict.
 
-    python examples/breastmnist_fit.py [--npz ../shared/data/breastmnist/breastmnist.npz] [--work /tmp/featx-example]
+    python examples/breastmnist_fit.py [--npz BREASTMNIST.npz] [--work /tmp/featx-example]
+
+By default it runs on the BreastMNIST copy shipped in the package (featx/data/breastmnist.npz), so it
+works in a fresh clone.
 
 Extraction is cached: a second run reuses the features. The same steps on the command line:
 

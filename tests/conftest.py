@@ -1,55 +1,88 @@
-"""Shared fixtures: where the real data lives, small generated inputs, and one real-weights cache."""
+"""Shared fixtures: the committed real-data subsets (tests/data), the full shared data sets for tests
+marked ``shared_data``, small generated inputs, and one real-weights cache.
+
+Helpers live in tests/support; import them as ``from tests.support import ...``. The names below
+(ROOT, SHARED, BREAST_NPZ, CHEST, CT_DICOM, TINY, need, write_png) stay importable from here too."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("FEATX_SHARED_DATA", ROOT.parent / "shared" / "data"))
-BREAST_NPZ = ROOT / "featx" / "data" / "breastmnist.npz"   # the embedded copy of shared/data/breastmnist
-CHEST = SHARED / "chest-xray-pneumonia-224"
-CT_DICOM = SHARED / "ct-contrast-dicom" / "dicom_dir"
+from tests.support import (  # noqa: F401  (re-exported for tests that import them from conftest)
+    BREAST_NPZ,
+    CHEST,
+    CHEST_FULL,
+    CT_DICOM,
+    CT_DICOM_FULL,
+    ROOT,
+    SHARED,
+    TINY,
+    make_class_folders,
+    shared_data_missing,
+    write_png,
+)
 
-# A tiny random-init network for mechanics tests (fast on 2 cores); real weights are tested separately.
-TINY = "timm/test_efficientnet"
+SHARED_DATA_FIXTURES = {"chest_full_dir", "ct_full_dir"}
+SLOW_FIXTURES = {"breast_cache"}   # real EfficientNet-Lite0 over 780 images: ~25 s on 2 cores, once per session
 
 
 def need(path: Path) -> Path:
     if not path.exists():
-        pytest.fail(f"test data missing: {path} (set FEATX_SHARED_DATA to the shared/data folder)")
+        pytest.fail(f"test data missing: {path}")
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that use the full data sets carry the ``shared_data`` marker (added here for users of
+    ``chest_full_dir``/``ct_full_dir``) and are skipped, with one reason, when the data is absent.
+    Users of ``breast_cache`` are marked ``slow``, so ``-m "not slow"`` never builds it."""
+    reason = shared_data_missing()
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if SHARED_DATA_FIXTURES & used:
+            item.add_marker(pytest.mark.shared_data)
+        if SLOW_FIXTURES & used:
+            item.add_marker(pytest.mark.slow)
+        if reason and item.get_closest_marker("shared_data"):
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="session")
 def chest_dir() -> Path:
+    """140 real chest X-rays (tests/data): train NORMAL/PNEUMONIA 60 each, test 10 each incl. one duplicate pair."""
     return need(CHEST)
 
 
 @pytest.fixture(scope="session")
 def ct_dir() -> Path:
+    """12 real CT DICOM slices of 10 patients (tests/data), 6 with contrast; 2 patients have both labels."""
     return need(CT_DICOM)
 
 
-def write_png(path: Path, arr: np.ndarray, mode: str | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr, mode=mode).save(path) if mode else Image.fromarray(arr).save(path)
+def _full(path: Path) -> Path:
+    reason = shared_data_missing()
+    if reason:
+        pytest.skip(reason)
     return path
+
+
+@pytest.fixture(scope="session")
+def chest_full_dir() -> Path:
+    """The full chest X-ray set (5840 images) from the shared data; its tests are marked shared_data."""
+    return _full(CHEST_FULL)
+
+
+@pytest.fixture(scope="session")
+def ct_full_dir() -> Path:
+    """The full CT DICOM set (100 slices, 54 patients) from the shared data; its tests are marked shared_data."""
+    return _full(CT_DICOM_FULL)
 
 
 @pytest.fixture
 def image_folder(tmp_path) -> Path:
     """A class-per-folder tree of 12 small generated images (2 classes)."""
-    rng = np.random.default_rng(0)
-    root = tmp_path / "imgs"
-    for c in ("benign", "malignant"):
-        for i in range(6):
-            arr = (rng.random((40 + i, 48, 3)) * 255).astype(np.uint8)
-            write_png(root / c / f"{c}_{i}.png", arr)
-    return root
+    return make_class_folders(tmp_path / "imgs")
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,6 @@
 right outcome (decoded correctly, or skipped and recorded in /failures), never a traceback."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,29 +12,15 @@ from featx import cache as C
 from featx.errors import DecodeError
 from featx.sources import scan_sources
 from featx.sources.dicom import decode_dicom
-from tests.conftest import ROOT, write_png
+from tests.support import TINY_ARGS, TINY_SET, assert_clean_stderr, journal_cache, run_cli, write_png
+from tests.support import faults as F  # the same generators bench/faults.py uses
 
-sys.path.insert(0, str(ROOT / "bench"))
-import faults as F  # noqa: E402  (bench/faults.py: the generators are shared with the bench)
-
-TINY_ARGS = F.TINY_ARGS
-SET = F.TINY_SET
-
-
-def cli(*args, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+SET = TINY_SET
 
 
 def extract_cli(src, cache, *extra):
-    return cli("extract", *([src] if isinstance(src, (str, Path)) else src), "-o", cache, *TINY_ARGS,
-               "--workers", "0", "-q", *extra)
-
-
-def assert_clean_stderr(stderr: str):
-    assert "Traceback" not in stderr
-    for line in stderr.splitlines():  # every message is one line of its own
-        assert line.startswith(("featx: ", "note: ")), f"stray line in stderr: {line!r}"
+    return run_cli("extract", *([src] if isinstance(src, (str, Path)) else src), "-o", cache, *TINY_ARGS,
+                   "--workers", "0", "-q", *extra)
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +107,7 @@ def test_compressed_dicom_without_decoder_is_one_clear_line(tmp_path, syntax, wo
 
 
 def test_truncated_uncompressed_dicom_gets_no_decoder_hint(tmp_path):
-    ct = sorted(F.CT_DICOM.glob("*.dcm"))[0].read_bytes()
+    ct = F.ct_slice().read_bytes()
     p = tmp_path / "cut.dcm"
     p.write_bytes(ct[: len(ct) // 2])
     with pytest.raises(DecodeError, match="less than expected") as e:
@@ -196,17 +180,12 @@ def test_unreadable_manifest_is_one_line(tmp_path):
 def _labelled_cache(path: Path, bad_rows: dict[int, float]) -> None:
     rng = np.random.default_rng(0)
     n = 40
-    ids = [f"s{i:03d}" for i in range(n)]
     X = rng.standard_normal((n, 6)).astype(np.float32)
     y = np.arange(n) % 2
     X[:, 0] += 2.0 * y
     for r, v in bad_rows.items():
         X[r, r % 6] = v
-    C.Journal(path).append(C.BatchRecord(
-        ids=ids, paths=[f"/data/img{i:03d}.png" for i in range(n)], labels=["ab"[k] for k in y],
-        groups=[""] * n, splits=[""] * n, duplicate_of=[""] * n,
-        sets=[C.SetRows("deep", {"kind": "test"}, "deep", ids, X)]))
-    C.commit(path)
+    journal_cache(path, X, ["ab"[k] for k in y])
 
 
 def test_nan_and_inf_features_stop_fit_with_one_line(tmp_path):
@@ -214,14 +193,14 @@ def test_nan_and_inf_features_stop_fit_with_one_line(tmp_path):
     _labelled_cache(cache, {3: np.nan, 7: np.inf, 8: -np.inf})
     args = ["fit", cache, "--features", "deep", "--head", "logreg", "--search", "none", "--bootstrap", "0",
             "--cv", "3", "--jobs", "1", "-o", tmp_path / "m.joblib"]
-    r = cli(*args)
+    r = run_cli(*args)
     assert r.returncode == 2 and not (tmp_path / "m.joblib").exists()
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     assert lines[0].startswith(f"featx: error: {cache}: set 'deep' has 3 of 40 rows with NaN/Inf "
                                "(first: /data/img003.png)")
     assert "--drop-nonfinite" in lines[0]
-    r = cli(*args, "--drop-nonfinite")
+    r = run_cli(*args, "--drop-nonfinite")
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr and (tmp_path / "m.joblib").exists()
     assert "note: 3 rows with NaN/Inf features were dropped" in r.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,14 +29,9 @@ from featx.handcrafted import (
     to_gray,
 )
 from featx.handcrafted.lbp import ror_codes
+from tests.support import BREAST_NPZ, CHEST
 
-DATA = Path("/work/shared/data")
-XRAY_DIR = DATA / "chest-xray-pneumonia-224" / "test" / "NORMAL"
-BREAST = DATA / "breastmnist" / "breastmnist.npz"
-
-needs_data = pytest.mark.skipif(
-    not (XRAY_DIR.is_dir() and BREAST.is_file()), reason="shared data not present"
-)
+XRAY_DIR = CHEST / "test" / "NORMAL"   # real chest X-rays committed in tests/data
 
 ALL_DEFAULT = [HOGSpec(), LBPSpec(), GLCMSpec(), FirstOrderSpec()]
 VARIANTS = ALL_DEFAULT + [
@@ -64,14 +58,13 @@ def xray():
 
 @pytest.fixture(scope="module")
 def breast():
-    with np.load(BREAST) as d:
+    with np.load(BREAST_NPZ) as d:
         return d["train_images"][:24]  # uint8 (24, 28, 28)
 
 
 # ------------------------------------------------------------------ equality with scikit-image
 
 
-@needs_data
 def test_hog_equals_direct_skimage_on_chest_xray(xray):
     rgb, _ = xray
     # HOG bins orientations hard, so gradients on a bin edge (common in 8-bit data) make it
@@ -99,7 +92,6 @@ def test_hog_equals_direct_skimage_on_chest_xray(xray):
     assert np.allclose(spec.compute(rgb), direct, atol=1e-6)
 
 
-@needs_data
 def test_lbp_equals_direct_skimage_on_chest_xray(xray):
     rgb, gray_u8 = xray
     ours = LBPSpec().compute(rgb)
@@ -115,7 +107,6 @@ def test_lbp_equals_direct_skimage_on_chest_xray(xray):
     assert np.allclose([ours[:10].sum(), ours[10:28].sum(), ours[28:].sum()], 1.0)
 
 
-@needs_data
 def test_hog_lbp_glcm_equal_direct_skimage_on_breastmnist(breast):
     u8 = breast[0]
     img = u8.astype(np.float32) / 255.0
@@ -149,7 +140,6 @@ def test_hog_lbp_glcm_equal_direct_skimage_on_breastmnist(breast):
         assert np.array_equal(spec.compute(u8), spec.compute(u8 / 255.0))
 
 
-@needs_data
 def test_firstorder_matches_definitions(breast):
     u8 = breast[1]
     x = u8.astype(np.float64).ravel() / 255.0
@@ -185,7 +175,6 @@ def test_firstorder_matches_definitions(breast):
         assert got[f"firstorder_{key}"] == pytest.approx(val, rel=1e-5, abs=1e-6), key
 
 
-@needs_data
 def test_vectors_finite_and_informative_on_breastmnist(breast):
     for spec in VARIANTS:
         rows = np.stack([spec.compute(im.astype(np.float32) / 255.0) for im in breast])
@@ -197,7 +186,6 @@ def test_vectors_finite_and_informative_on_breastmnist(breast):
         assert np.unique(rows, axis=0).shape[0] == len(breast), spec.name
 
 
-@needs_data
 def test_compute_all_equals_each_compute(xray):
     rgb, _ = xray
     out = compute_all(VARIANTS, rgb)

@@ -6,7 +6,6 @@ import dataclasses
 import functools
 import inspect
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,9 +24,8 @@ from featx.handcrafted.estimators import (
     HOGFeatures,
     LBPFeatures,
 )
+from tests.support import BREAST_NPZ
 
-BREAST = Path("/work/shared/data/breastmnist/breastmnist.npz")
-needs_data = pytest.mark.skipif(not BREAST.is_file(), reason="shared data not present")
 
 ESTIMATORS = [HOGFeatures(), LBPFeatures(), GLCMFeatures(), FirstOrderFeatures()]
 PAIRS = [
@@ -131,7 +129,7 @@ def test_expected_failures_are_exactly_the_2d_rejection(estimator):
 
 @pytest.fixture(scope="module")
 def images():
-    with np.load(BREAST) as d:
+    with np.load(BREAST_NPZ) as d:
         return d["train_images"][:12], d["train_labels"][:12]
 
 
@@ -146,7 +144,6 @@ def test_estimator_defaults_match_specs(est_cls, spec_cls):
     assert est_cls()._make_spec() == spec_cls()
 
 
-@needs_data
 @pytest.mark.parametrize("est_cls, spec_cls", PAIRS)
 def test_transform_equals_spec_rows(images, est_cls, spec_cls):
     X, _ = images
@@ -162,7 +159,6 @@ def test_transform_equals_spec_rows(images, est_cls, spec_cls):
     assert np.array_equal(est_cls().transform(X), expected)
 
 
-@needs_data
 def test_input_forms_and_scaling(images):
     X, _ = images  # uint8 (n, 28, 28)
     est = GLCMFeatures(levels=32)
@@ -208,14 +204,12 @@ def test_bad_params_raise_at_fit_not_init():
         est.fit(np.zeros((1, 8, 8)))
 
 
-@needs_data
 def test_n_jobs_gives_the_same_result(images):
     X, _ = images
     serial = LBPFeatures().transform(X)
     assert np.array_equal(LBPFeatures(n_jobs=2).transform(X), serial)
 
 
-@needs_data
 def test_feature_names_and_pandas_output(images):
     pd = pytest.importorskip("pandas")
     X, _ = images
@@ -233,9 +227,8 @@ def test_feature_names_and_pandas_output(images):
     assert "glcmfeatures__glcm_correlation_d1_mean" in frame.columns
 
 
-@needs_data
 def test_pipeline_clone_pickle_on_breastmnist():
-    with np.load(BREAST) as d:
+    with np.load(BREAST_NPZ) as d:
         Xtr, ytr = d["train_images"][:240], d["train_labels"][:240]
         Xte, yte = d["test_images"], d["test_labels"]
     feats = make_union(

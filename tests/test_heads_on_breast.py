@@ -8,7 +8,7 @@ from sklearn.svm import SVC
 
 from featx import DeepFeatures, load_features
 from featx.fit import fit, table_from_arrays
-from tests.conftest import BREAST_NPZ
+from tests.support import BREAST_NPZ
 
 
 def test_elm_within_003_test_auc_of_the_svm_head(breast_cache):

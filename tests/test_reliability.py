@@ -9,8 +9,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -18,33 +16,11 @@ import numpy as np
 import pytest
 
 from featx import cache as C
-from tests.conftest import ROOT, write_png
+from tests.support import (ROOT, TINY_ARGS, TINY_SET, error_lines, extract_argv, journal_cache, run_cli, wait_for,
+                           write_png)
+from tests.support import faults as F  # the same fault injection bench/faults.py runs
 
-sys.path.insert(0, str(ROOT / "bench"))
-import faults as F  # noqa: E402  (bench/faults.py: the same fault injection the bench runs)
-
-SET = F.TINY_SET
-
-
-def cli(*args, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def extract_argv(src, cache, *extra) -> list[str]:
-    return [sys.executable, "-m", "cli.main", "extract", str(src), "-o", str(cache), *F.TINY_ARGS,
-            "--batch-size", "8", "-q", *extra]
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [ln for ln in stderr.splitlines() if ln.startswith("featx: error:")]
-
-
-def wait_for(pred, proc, timeout=120.0, step=0.005):
-    t0 = time.time()
-    while time.time() - t0 < timeout and proc.poll() is None and not pred():
-        time.sleep(step)
-    assert proc.poll() is None, "the run ended before the fault could be injected"
+SET = TINY_SET
 
 
 # ----------------------------------------------------------------------------------------------
@@ -57,7 +33,7 @@ def killbed(tmp_path_factory):
     rewrites it lasts long enough to be hit), and an uninterrupted run's result to compare with."""
     work = tmp_path_factory.mktemp("kill")
     src = work / "src"
-    F.make_chest_folder(src, 40, offset=100)
+    F.make_chest_folder(src, 40, offset=0)
     base = work / "base.h5"
     F.make_filler_cache(base, rows=3000, dim=512)
     filler = F.read_set(base, F.FILLER_SET)
@@ -72,6 +48,7 @@ def killbed(tmp_path_factory):
     return work, src, base, filler, ref
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["commit", "recovery-commit"])
 def test_kill_9_then_rerun_equals_uninterrupted(killbed, kind):
     """SIGKILL inside the final commit (the tmp file is being written), or after some journal records
@@ -104,11 +81,12 @@ def test_kill_9_then_rerun_equals_uninterrupted(killbed, kind):
     assert not C.pending_records(cache)
 
 
-def test_issue_check_600_xrays_and_3_bad_files_killed_then_rerun(tmp_path):
+@pytest.mark.slow
+def test_issue_check_600_xrays_and_3_bad_files_killed_then_rerun(tmp_path, chest_full_dir):
     """The issue's scenario (tiny network here; bench/faults.py runs it with efficientnet_lite0):
     kill -9 once the journal holds records, re-run: 600 rows, each exactly once, 3 failures."""
     src = tmp_path / "src"
-    good, bad = F.make_chest_folder(src, 600)
+    good, bad = F.make_chest_folder(src, 600, chest=chest_full_dir)
     cache = tmp_path / "c.h5"
     argv = extract_argv(src, cache, "--batch-size", "32")
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -139,10 +117,11 @@ def test_issue_check_600_xrays_and_3_bad_files_killed_then_rerun(tmp_path):
 @pytest.fixture(scope="module")
 def small_src(tmp_path_factory):
     src = tmp_path_factory.mktemp("sigint") / "src"
-    F.make_chest_folder(src, 48, bad=False, offset=200)
+    F.make_chest_folder(src, 48, bad=False, offset=20)
     return src
 
 
+@pytest.mark.slow
 def test_ctrl_c_mid_run_stops_gracefully_with_summary_and_usable_cache(tmp_path, small_src):
     # --workers 0: with decoding workers, a worker sometimes prints a ConnectionResetError traceback
     # from multiprocessing's resource_sharer thread when the main process stops mid-batch (the
@@ -182,6 +161,7 @@ def test_ctrl_c_before_the_first_batch_exits_130_without_traceback(tmp_path, sma
     assert F.opens_with_h5py(cache) and not list(tmp_path.glob("c.h5.tmp-*"))
 
 
+@pytest.mark.slow  # with the killbed fixture (a filler cache and a reference run) > 15 s
 def test_ctrl_c_during_the_final_commit_lets_the_commit_finish(killbed):
     """Ctrl-C while the cache file is being rewritten used to abort the commit: the run ended with
     nothing committed (rows left in the journal). Now the commit completes, then the run stops."""
@@ -247,7 +227,7 @@ def test_disk_full_during_commit_is_one_line_and_cache_stays_valid(tmpfs, tmp_pa
     """No room for the new cache file: this used to end in an h5py RuntimeError traceback, then a
     segfault (libhdf5 objects left broken by ENOSPC), and a CACHE.h5.tmp-<pid> file left behind."""
     src = tmp_path / "src"
-    F.make_chest_folder(src, 24, bad=False, offset=400)
+    F.make_chest_folder(src, 24, bad=False, offset=44)
     cache = tmpfs / "c.h5"
     F.make_filler_cache(tmp_path / "filler.h5", rows=700, dim=512)   # 1.4 MB: a rewrite does not fit below
     shutil.copy(tmp_path / "filler.h5", cache)
@@ -271,8 +251,8 @@ def test_disk_full_during_commit_is_one_line_and_cache_stays_valid(tmpfs, tmp_pa
 
 def test_disk_full_in_the_journal_is_one_line_and_cache_unchanged(tmpfs, tmp_path):
     src1, src2 = tmp_path / "s1", tmp_path / "s2"
-    F.make_chest_folder(src1, 16, bad=False, offset=430)
-    F.make_chest_folder(src2, 16, bad=False, offset=450)
+    F.make_chest_folder(src1, 16, bad=False, offset=0)
+    F.make_chest_folder(src2, 16, bad=False, offset=8)
     cache = tmpfs / "c.h5"
     assert subprocess.run(extract_argv(src1, cache), cwd=ROOT, capture_output=True, timeout=300).returncode == 0
     before = F.read_set(cache, SET)
@@ -304,12 +284,7 @@ class _Payload:
 def h5cache(tmp_path):
     cache = tmp_path / "feat.h5"
     ids = [f"s{i}" for i in range(6)]
-    C.Journal(cache).append(C.BatchRecord(ids=ids, paths=ids, labels=["a", "b"] * 3, groups=[""] * 6,
-                                          splits=[""] * 6, duplicate_of=[""] * 6,
-                                          sets=[C.SetRows("deep", {"kind": "t"}, "deep", ids,
-                                                          np.ones((6, 4), np.float32))]))
-    C.commit(cache)
-    return cache
+    return journal_cache(cache, np.ones((6, 4), np.float32), ["a", "b"] * 3, config={"kind": "t"}, ids=ids, paths=ids)
 
 
 def test_weights_file_with_code_payload_is_refused(tmp_path, image_folder):
@@ -319,7 +294,7 @@ def test_weights_file_with_code_payload_is_refused(tmp_path, image_folder):
     torch.save({"conv_stem.weight": torch.zeros(1), "x": _Payload(marker)}, evil_torch)
     evil_pickle = tmp_path / "evil.pkl"
     evil_pickle.write_bytes(pickle.dumps({"state_dict": _Payload(marker)}))
-    r = cli("extract", image_folder, "-o", tmp_path / "c.h5", "--backbone", F.TINY_ARGS[1], "--weights",
+    r = run_cli("extract", image_folder, "-o", tmp_path / "c.h5", "--backbone", TINY_ARGS[1], "--weights",
             evil_torch, "--precision", "fp32", "-q")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     (line,) = error_lines(r.stderr)
@@ -372,7 +347,7 @@ def test_hostile_bundle_is_refused_by_predict_before_unpickling(tmp_path, h5cach
         side.unlink(missing_ok=True)
         if sidecar:
             side.write_text(f"{sidecar}  evil.joblib\n")
-        r = cli("predict", evil, h5cache, "-o", tmp_path / "p.csv")
+        r = run_cli("predict", evil, h5cache, "-o", tmp_path / "p.csv")
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         (line,) = error_lines(r.stderr)
         assert line.startswith(f"featx: error: {evil}: ") and "--trust" in line
@@ -392,7 +367,7 @@ def test_manifest_paths_outside_its_folder_are_refused_unless_allowed(tmp_path):
     (inside / "sub" / "link.png").symlink_to(img(outside / "linked.png"))
     csv = inside / "m.csv"
     csv.write_text(f"path,label\nok.png,a\n../outside/secret.png,a\n{outside / 'abs.png'},b\nsub/link.png,b\n")
-    r = cli("extract", csv, "-o", tmp_path / "c.h5", *F.TINY_ARGS, "--workers", "0", "-q")
+    r = run_cli("extract", csv, "-o", tmp_path / "c.h5", *TINY_ARGS, "--workers", "0", "-q")
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert r.stdout.startswith("1 extracted, 0 reused, 3 failed")
     refused = [ln for ln in r.stderr.splitlines() if "is outside the manifest's folder (use --allow-outside)" in ln]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -12,7 +13,7 @@ from featx.errors import SourceError
 from featx.sources import ReadOptions, scan_sources
 from featx.sources.dicom import WINDOW_PRESETS, decode_dicom, read_hu
 from featx.sources.images import decode_image
-from tests.conftest import BREAST_NPZ, write_png
+from tests.support import BREAST_NPZ, write_png
 
 
 def test_npz_breastmnist_keeps_split_and_labels():
@@ -49,14 +50,34 @@ def test_folder_with_split_folders(tmp_path):
     assert {(s.split, s.label) for s in res.samples} == {(sp, c) for sp in ("train", "test") for c in ("NORMAL", "PNEUMONIA")}
 
 
-def test_real_chest_folder_keeps_split(chest_dir):
-    res = scan_sources([chest_dir])
-    assert len(res.samples) == 5840
-    counts = {}
-    for s in res.samples:
+def _split_class_counts(samples) -> dict:
+    counts: dict = {}
+    for s in samples:
         counts[(s.split, s.label)] = counts.get((s.split, s.label), 0) + 1
-    assert counts == {("train", "NORMAL"): 1341, ("train", "PNEUMONIA"): 3875,
-                      ("test", "NORMAL"): 234, ("test", "PNEUMONIA"): 390}
+    return counts
+
+
+def test_real_chest_folder_keeps_split_and_marks_duplicates(chest_dir):
+    res = scan_sources([chest_dir])
+    assert len(res.samples) == 140 and not res.failures
+    assert _split_class_counts(res.samples) == {("train", "NORMAL"): 60, ("train", "PNEUMONIA"): 60,
+                                                ("test", "NORMAL"): 10, ("test", "PNEUMONIA"): 10}
+    # the subset holds two byte-identical pairs (see tests/data/SOURCE.md): the second of each is marked
+    dups = {Path(s.path).name: s for s in res.samples if s.duplicate_of}
+    assert sorted(dups) == ["NORMAL2-IM-0096-0001.jpeg", "person128_bacteria_607.jpeg"]
+    by_id = {s.id: s for s in res.samples}
+    for s in dups.values():
+        first = by_id[s.duplicate_of]
+        assert s.id == first.id + "~1" and Path(s.path).read_bytes() == Path(first.path).read_bytes()
+    assert {Path(by_id[s.duplicate_of].path).name for s in dups.values()} == {"NORMAL2-IM-0095-0001.jpeg",
+                                                                             "person128_bacteria_606.jpeg"}
+
+
+def test_full_chest_folder_keeps_split(chest_full_dir):
+    res = scan_sources([chest_full_dir])
+    assert len(res.samples) == 5840
+    assert _split_class_counts(res.samples) == {("train", "NORMAL"): 1341, ("train", "PNEUMONIA"): 3875,
+                                                ("test", "NORMAL"): 234, ("test", "PNEUMONIA"): 390}
     dups = [s for s in res.samples if s.duplicate_of]
     assert dups and all(s.id.startswith(s.duplicate_of + "~") for s in dups)
 
@@ -157,19 +178,37 @@ def test_decompression_bomb_is_refused(tmp_path):
 
 def test_real_ct_dicom_in_hu_with_patient_groups(ct_dir):
     res = scan_sources([ct_dir])
-    assert len(res.samples) == 100 and not res.failures
-    assert len({s.group for s in res.samples}) == 54 and all(s.group.startswith("TCGA-") for s in res.samples)
-    hu, ds = read_hu(res.samples[0].file)
-    assert hu.dtype == np.float32 and hu.shape == (512, 512)
+    assert len(res.samples) == 12 and not res.failures
+    # groups are the PatientIDs as pydicom reads them: 10 patients, two of them with both labels
+    truth = {p.name: str(pydicom.dcmread(p, stop_before_pixels=True).PatientID) for p in ct_dir.glob("*.dcm")}
+    assert {Path(s.path).name: s.group for s in res.samples} == truth
+    assert len(set(truth.values())) == 10
+    assert {s.group for s in res.samples if "CONTRAST_1" in s.path} & {s.group for s in res.samples
+                                                                     if "CONTRAST_0" in s.path} == {
+        "TCGA-92-7340", "TCGA-34-5231"}
+    signed = 0
+    for sample in res.samples:  # uint16 SIEMENS and int16 GE slices, implicit and explicit VR
+        hu, ds = read_hu(sample.file)
+        assert hu.dtype == np.float32 and hu.shape == (512, 512)
+        raw = ds.pixel_array
+        signed += raw.dtype == np.int16
+        expected = raw.astype(np.float64) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        np.testing.assert_allclose(hu, expected, rtol=0, atol=1e-3)  # float32 rounding of a non-unit slope
+    assert 0 < signed < 12
+    hu, _ = read_hu(res.samples[0].file)
     # air around the body is about -1000 HU; rescale intercept -1024 was applied
     assert -1100 < np.percentile(hu, 1) < -900 and hu.max() > 200
-    raw = ds.pixel_array.astype(np.float32)
-    np.testing.assert_allclose(hu, raw * float(ds.RescaleSlope) + float(ds.RescaleIntercept))
     lung = decode_dicom(res.samples[0].file, window="lung")
     c, w = WINDOW_PRESETS["lung"]
     np.testing.assert_allclose(lung, np.clip((hu - (c - w / 2)) / w, 0, 1), atol=1e-6)
     own = res.samples[0].load(ReadOptions())
     assert own.shape == (512, 512) and 0 <= own.min() and own.max() <= 1
+
+
+def test_full_ct_dicom_set_has_54_patient_groups(ct_full_dir):
+    res = scan_sources([ct_full_dir])
+    assert len(res.samples) == 100 and not res.failures
+    assert len({s.group for s in res.samples}) == 54 and all(s.group.startswith("TCGA-") for s in res.samples)
 
 
 def test_dicom_monochrome1_is_inverted_and_missing_pixels_reported(tmp_path, ct_dir):
