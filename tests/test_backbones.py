@@ -10,7 +10,7 @@ from featx.backbones import weights as W
 from featx.backbones.preprocess import preprocess
 from featx.backbones.registry import build, resolve
 from featx.errors import BackboneError, WeightsError
-from tests.conftest import TINY
+from tests.support import TINY
 
 
 def _classify(bb, image):

@@ -110,7 +110,7 @@ def test_truncated_uncompressed_dicom_gets_no_decoder_hint(tmp_path):
     ct = F.ct_slice().read_bytes()
     p = tmp_path / "cut.dcm"
     p.write_bytes(ct[: len(ct) // 2])
-    with pytest.raises(DecodeError, match="less than expected") as e:
+    with pytest.raises(DecodeError, match="but holds") as e:
         decode_dicom(str(p))
     assert "install a decoder" not in str(e.value)   # a decoder would not help an uncompressed file
 
@@ -195,7 +195,7 @@ def test_nan_and_inf_features_stop_fit_with_one_line(tmp_path):
             "--cv", "3", "--jobs", "1", "-o", tmp_path / "m.joblib"]
     r = run_cli(*args)
     assert r.returncode == 2 and not (tmp_path / "m.joblib").exists()
-    lines = r.stderr.strip().splitlines()
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("featx:")]  # not the progress lines
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     assert lines[0].startswith(f"featx: error: {cache}: set 'deep' has 3 of 40 rows with NaN/Inf "
                                "(first: /data/img003.png)")

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from featx.cli.main import main
-from fit_helpers import split_labels, toy_data, write_cache
+from tests.fit_helpers import split_labels, toy_data, write_cache
 
 
 def invoke(*args):
@@ -68,7 +68,7 @@ def test_fit_usage_errors_are_one_line_naming_option_and_accepted_values(toy_cac
     (("compare", "CACHE", "--features", "a", "-o", "b.csv", "--jobs", "0"), ["--jobs", "-1 (all cores)"]),
     (("compare", "CACHE", "--features", "a", "-o", "b.csv", "--heads", "svm,rff"), ["--heads", "did you mean 'rf'"]),
     (("extract", "IMG", "-o", "c.h5", "--batch-size", "0"), ["--batch-size", ">= 1"]),
-    (("extract", "IMG", "-o", "c.h5", "--workers", "-1"), ["--workers", ">= 1"]),
+    (("extract", "IMG", "-o", "c.h5", "--workers", "-1"), ["--workers", ">= 0"]),
     (("extract", "IMG", "-o", "c.h5", "--pooling", "mean"), ["--pooling", "avg, max, gem"]),
     (("extract", "IMG", "-o", "c.h5", "--precision", "fp64"), ["--precision", "did you mean 'fp16'"]),
     (("predict", "m.joblib", "IMG", "-o", "p.csv", "--batch-size", "0"), ["--batch-size", ">= 1"]),
@@ -94,9 +94,9 @@ def test_folder_or_image_is_not_a_cache_and_says_how_to_make_one(tmp_path):
     img.write_bytes(b"\x89PNG not really")
     for path in (tmp_path, img):
         line = one_error_line(invoke("fit", path, "--features", "a", "-o", tmp_path / "m.joblib"))
-        assert f"{path} is not a feature cache" in line and f"featx extract {path} -o CACHE.h5" in line
+        assert f"{path}: not a feature cache" in line and f"featx extract {path} -o CACHE.h5" in line
     line = one_error_line(invoke("info", tmp_path))
-    assert "is not a feature cache" in line
+    assert "not a feature cache" in line
 
 
 def test_unlabelled_cache_says_how_to_label(tmp_path):

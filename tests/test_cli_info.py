@@ -5,7 +5,7 @@ from click.testing import CliRunner
 
 from featx.cli.info import count_table
 from featx.cli.main import main
-from conftest import write_png
+from tests.support import write_png
 
 import numpy as np
 

@@ -12,7 +12,7 @@ from sklearn.svm import SVC
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from featx import DeepFeatures, load_features
-from tests.conftest import BREAST_NPZ, TINY
+from tests.support import BREAST_NPZ, TINY
 
 # An image transformer cannot take arbitrary numeric 2-D X (a row of numbers is not an image):
 # every check that feeds it (n_samples, n_features) tables fails for that one reason.

@@ -126,11 +126,11 @@ def test_samples_without_group_become_their_own_group():
 
 
 @pytest.fixture(scope="module")
-def ct_patients(ct_dir):
+def ct_patients(ct_full_dir):
     """Labels (contrast yes/no, from the file name) and PatientIDs of the 100 real CT DICOMs."""
     from featx.sources import scan_sources
 
-    samples = scan_sources([ct_dir]).samples
+    samples = scan_sources([ct_full_dir]).samples
     y = np.array([1 if "CONTRAST_1" in s.path else 0 for s in samples])
     groups = np.array([s.group for s in samples], dtype=object)
     assert len(samples) == 100 and len(set(groups)) == 54

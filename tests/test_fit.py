@@ -19,9 +19,9 @@ from featx.fit import (
     predict,
     table_from_arrays,
 )
-from fit_helpers import split_labels, toy_data, write_cache
+from tests.fit_helpers import split_labels, toy_data, write_cache
 
-from conftest import BREAST_NPZ
+from tests.support import BREAST_NPZ
 
 
 @pytest.fixture
@@ -231,13 +231,13 @@ def test_breastmnist_svm_reaches_auc_087_and_predict_from_the_npz_gives_780_rows
     json.dumps(res.bundle.metrics)
 
 
-def test_ct_dicom_grouped_cv_end_to_end_keeps_patients_on_one_side(ct_dir, tmp_path):
+def test_ct_dicom_grouped_cv_end_to_end_keeps_patients_on_one_side(ct_full_dir, tmp_path):
     """Real CT DICOMs (54 patients, 9 with both labels) -> firstorder features -> nested grouped CV."""
     from featx.cache import load_features
     from featx.extraction import extract
 
     cache = tmp_path / "ct.h5"
-    extract([ct_dir], cache, backbones=[], handcrafted="firstorder", progress=False)
+    extract([ct_full_dir], cache, backbones=[], handcrafted="firstorder", progress=False)
     t = load_features(cache, "firstorder")
     y = np.array([1 if "CONTRAST_1" in p else 0 for p in t.paths])  # the label is in the file name
     table = table_from_arrays(t.X, y, sets={"firstorder": t.X.shape[1]}, groups=t.groups, ids=t.ids,

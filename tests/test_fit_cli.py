@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from featx.cli.main import main
-from fit_helpers import split_labels, toy_data, write_cache
+from tests.fit_helpers import split_labels, toy_data, write_cache
 
 
 def run(*args, ok=True):

@@ -8,7 +8,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from featx.errors import FeatxError
 from featx.fit import Reduce, fit, parse_pca, table_from_arrays
-from fit_helpers import split_labels, toy_data
+from tests.fit_helpers import split_labels, toy_data
 
 
 @parametrize_with_checks([Reduce(), Reduce(pca=2), Reduce(pca=0.9), Reduce(select_k=2, pca=1)])

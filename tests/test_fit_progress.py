@@ -9,7 +9,7 @@ from sklearn.model_selection import GridSearchCV, RandomizedSearchCV, Stratified
 from featx.fit import Tuner, auc_scorer, build_pipeline, compare, fit, table_from_arrays
 from featx.heads import zoo
 from featx.progress import Progress
-from fit_helpers import split_labels, toy_data
+from tests.fit_helpers import split_labels, toy_data
 
 
 class Recorder:

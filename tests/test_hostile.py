@@ -26,7 +26,7 @@ from featx.check import check_cache
 from featx.errors import CacheError, FeatxError, ModelError, SourceError
 from featx.safeio import atomic_write, check_output, open_regular, regular_file
 from featx.sources import ReadOptions, scan_sources
-from tests.conftest import CT_DICOM, ROOT, TINY
+from tests.support import CT_DICOM, ROOT, TINY
 
 # torch maps about 3 GB of address space at import; 4 GB leaves ~1 GB for data, far below what
 # the bombs here would need (3.9 GB npz, 5.6 GB PNG) before the fixes.

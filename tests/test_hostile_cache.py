@@ -20,7 +20,7 @@ from featx.check import check_cache
 from featx.errors import CacheError, SourceError
 from featx.sources import scan_sources
 from featx.sources.npz import scan_npz
-from tests.conftest import ROOT, TINY
+from tests.support import ROOT, TINY
 from tests.test_hostile import _limits, assert_one_line_each, jpeg, run_featx
 
 FAST = settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))

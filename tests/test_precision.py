@@ -15,7 +15,7 @@ from sklearn.svm import SVC
 from featx import load_features
 from featx.cache import list_sets
 from featx.extraction import extract
-from tests.conftest import BREAST_NPZ
+from tests.support import BREAST_NPZ
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from featx.cache import list_sets, load_features
 from featx.extraction import extract
 from featx.fit import fit, predict
 
-from conftest import TINY
+from tests.support import TINY
 
 RUN = dict(backbones=[TINY], weights="none", precision="fp32", progress=False, workers=0)
 

@@ -21,7 +21,7 @@ from featx import cache as C  # noqa: E402
 from featx.engines.ray import extract_ray  # noqa: E402
 from featx.extraction import extract  # noqa: E402
 
-from conftest import BREAST_NPZ, TINY, write_png  # noqa: E402
+from tests.support import BREAST_NPZ, TINY, write_png  # noqa: E402
 
 FAST = dict(backbones=[TINY], weights="none", precision="fp32", progress=False)
 

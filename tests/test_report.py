@@ -9,7 +9,7 @@ import pandas as pd
 
 from featx.fit import fit, predict, table_from_arrays
 from featx.report import write_leaderboard
-from fit_helpers import split_labels, toy_data, write_cache
+from tests.fit_helpers import split_labels, toy_data, write_cache
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -239,9 +239,24 @@ def is_cache(path: str) -> bool:
 
 
 def require_cache(path: str) -> None:
-    """Stop with what to do next if ``path`` (a folder, an image...) is not a featx cache."""
-    if not is_cache(path):
-        raise FeatxError(f"{path} is not a feature cache; a cache is made by `featx extract {path} -o CACHE.h5`")
+    """Stop with what to do next if ``path`` (a folder, an image...) is not a featx cache. An HDF5
+    file passes: the cache layer opens it and names what is wrong with it, if anything."""
+    if is_cache(path) or _looks_like_hdf5(path):
+        return
+    raise FeatxError(f"not a feature cache; a cache is made by `featx extract {path} -o CACHE.h5`", path=path)
+
+
+def _looks_like_hdf5(path: str) -> bool:
+    from featx.check import HDF5_SIGNATURE
+    from featx.safeio import not_regular_reason
+
+    if not_regular_reason(path):
+        return False
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE
+    except OSError:
+        return False
 
 
 def require_labels(path: str) -> None:

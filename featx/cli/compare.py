@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from featx.cli.common import split_list
+from featx.cli.common import require_cache, split_list
 from featx.cli.fit import JOBS, common_options, fit_kwargs, start_loading
 
 COMPARE_EPILOG = """\b
@@ -24,6 +24,7 @@ def compare_cmd(cache, features, heads, output, n_jobs, quiet, force, **kw):
     """Compare heads and feature sets of CACHE on the same rows and folds."""
     from featx.safeio import check_output
 
+    require_cache(cache)
     check_output(output, [cache], kind="csv", force=force)
     from featx.errors import FeatxError
     from featx.heads.zoo import check_head_name

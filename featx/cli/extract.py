@@ -39,7 +39,7 @@ Examples:
 @click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda|cuda:N|mps")
 @click.option("--precision", type=RegistryChoice("featx.runtime:PRECISIONS", default="auto"), default="auto", show_default=True)
 @click.option("--batch-size", type=WholeNumber(1, "images per batch"), default=32, show_default=True)
-@click.option("--workers", type=WholeNumber(1, "processes"), default=None, help="Decoding worker processes (default: cores - 1 with a backbone, all cores without); with --engine ray, model actors (default: one per GPU, or per 4 CPUs).")
+@click.option("--workers", type=WholeNumber(0, "processes; 0 decodes in the main process"), default=None, help="Decoding worker processes (default: cores - 1 with a backbone, all cores without); with --engine ray, model actors (default: one per GPU, or per 4 CPUs).")
 @click.option("--window", default=None, help="DICOM window: lung, mediastinum, bone, brain, abdomen, liver, or CENTER,WIDTH (HU). Default: the file's own.")
 @click.option("--intensity", type=SuggestChoice(["auto", "dtype", "minmax"]), default="auto", show_default=True, help="How >8-bit data becomes [0, 1].")
 @click.option("--no-jpeg-draft", is_flag=True, help="Decode large JPEGs at full size (slower; draft decoding is recorded in the config).")

@@ -118,6 +118,7 @@ def fit_cmd(cache, features, head, output, report, params, n_jobs, quiet, force,
     """Fit a HEAD on feature sets of CACHE, evaluate it and save the model."""
     from featx.safeio import check_output
 
+    require_cache(cache)  # a folder or an image given as CACHE is the likelier mistake: say that first
     check_output(output, [cache], kind="model", force=force)
     params = checked_params(head, params)
     progress = start_loading(cache, quiet)

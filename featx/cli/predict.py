@@ -22,7 +22,7 @@ Examples:
 @click.option("--trust", is_flag=True, help="Load the model even if its .sha256 sidecar is missing or does not match.")
 @click.option("--device", default=None, help="Extraction device (auto|cpu|cuda...).")
 @click.option("--batch-size", type=WholeNumber(1, "images per batch"), default=None, help="Extraction batch size (default: the model's).")
-@click.option("--workers", type=WholeNumber(1, "processes"), default=None, help="Decoding worker processes.")
+@click.option("--workers", type=WholeNumber(0, "processes; 0 decodes in the main process"), default=None, help="Decoding worker processes.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output of another kind (never an input).")
 def predict_cmd(model, sources, output, cache, trust, device, batch_size, workers, quiet, force):
