@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import importlib
 
+#: how a feature map becomes a vector (featx.backbones.taps.pool)
+POOLINGS = ("avg", "max", "gem")
+
 _LAZY = {
     "ALIASES": "featx.backbones.registry",
     "DEFAULT_BACKBONE": "featx.backbones.registry",
@@ -27,7 +30,6 @@ _LAZY = {
     "prepare_model": "featx.backbones.inference",
     "run_model": "featx.backbones.inference",
     "PreprocessConfig": "featx.backbones.preprocess",
-    "POOLINGS": "featx.backbones.taps",
     "FeatureModel": "featx.backbones.taps",
     "POLICY": "featx.backbones.precision",
     "keep_sensitive_layers_fp32": "featx.backbones.precision",
@@ -36,7 +38,7 @@ _LAZY = {
     "read_state_dict": "featx.backbones.weights",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = sorted([*_LAZY, "POOLINGS"])
 
 
 def __getattr__(name):

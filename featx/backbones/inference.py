@@ -26,7 +26,8 @@ def prepare_model(name: str, runtime, weights=None, layers=None, pooling: str = 
 
     from featx.backbones.precision import keep_sensitive_layers_fp32
     from featx.backbones.registry import build
-    bb = build(name, weights=weights, layers=list(layers) if layers else None, pooling=pooling)
+    layers = [layers] if isinstance(layers, str) else list(layers or ())
+    bb = build(name, weights=weights, layers=layers or None, pooling=pooling)
     if runtime.precision != "fp32":
         keep_sensitive_layers_fp32(bb.model.model)
     model = bb.model.to(runtime.device)

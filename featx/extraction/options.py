@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from featx.errors import FeatxError, WeightsError
+from featx.errors import BackboneError, FeatxError, WeightsError
 from featx.sources import ReadOptions
 
 
@@ -75,6 +75,13 @@ def check_config(cfg: ExtractConfig) -> None:
         return
     if cfg.weights is not None and str(cfg.weights).lower() != "none" and not Path(cfg.weights).is_file():
         raise WeightsError("weights file does not exist", cfg.weights)
-    from featx.backbones.registry import check_backbone
+    from featx.backbones import POOLINGS
+    from featx.backbones.weights import ALIAS_ARCH
+    if cfg.pooling not in POOLINGS:
+        raise BackboneError(f"unknown pooling {cfg.pooling!r} ({', '.join(POOLINGS)})")
+    plain_taps = all(str(x).strip() in ("head", "stages") for x in cfg.layers)
     for name in cfg.backbones:
+        if name in ALIAS_ARCH and plain_taps:
+            continue  # known without importing torch: a cached re-run stays torch-free
+        from featx.backbones.registry import check_backbone
         check_backbone(name, layers=cfg.layers, pooling=cfg.pooling)

@@ -70,8 +70,7 @@ class RunBar:
         from tqdm import tqdm
         self.failed = 0
         self.bar = tqdm(total=total, unit="img", disable=not enabled, dynamic_ncols=True,
-                        desc=f"extract [{label}]")
-        self.status(status)
+                        desc=f"extract [{label}]", postfix=status)  # drawn now, status included
 
     def status(self, text: str) -> None:
         self.bar.set_postfix_str(text, refresh=True)
