@@ -23,8 +23,8 @@ BAD = [
     (dict(backbones=[TINY], pooling="mean"), BackboneError, "unknown pooling 'mean' (avg, max, gem)"),
     (dict(backbones=[TINY], precision="fp8"), FeatxError, "unknown precision 'fp8'"),
     (dict(backbones=[TINY], weights="/no/such/weights.pth"), WeightsError, "weights file does not exist"),
-    (dict(backbones=[], handcrafted="hog,lpb"), FeatxError, "unknown handcrafted feature 'lpb' (did you mean 'lbp'?)"),
-    (dict(backbones=[], handcrafted="hog:orientation=9"), FeatxError, "(did you mean 'orientations'?)"),
+    (dict(backbones=[], handcrafted="hog,lpb"), FeatxError, "unknown handcrafted feature 'lpb'; known: hog, lbp, glcm, firstorder; did you mean 'lbp'?"),
+    (dict(backbones=[], handcrafted="hog:orientation=9"), FeatxError, "did you mean 'orientations'?"),
     (dict(backbones=[], handcrafted="glcm:levels=1"), FeatxError, "levels=1 is invalid"),
 ]
 
