@@ -72,24 +72,18 @@ class DeepFeatures(TransformerMixin, BaseEstimator):
         return state
 
     def _network(self):
+        """The prepared model (featx.backbones.inference.PreparedModel), built once."""
         net = getattr(self, "_net", None)
         if net is None:
-            from featx.backbones.registry import build
+            from featx.backbones.inference import prepare_model
             from featx.runtime import make_runtime
-            runtime = make_runtime(self.device, self.precision)
-            bb = build(self.backbone, weights=self.weights, layers=self.layers, pooling=self.pooling)
-            if runtime.precision != "fp32":
-                from featx.backbones.precision import keep_sensitive_layers_fp32
-                keep_sensitive_layers_fp32(bb.model.model)
-            model = bb.model.to(runtime.device)
-            if runtime.channels_last:
-                import torch
-                model = model.to(memory_format=torch.channels_last)
-            net = self._net = (bb, model, runtime)
+            net = self._net = prepare_model(self.backbone, make_runtime(self.device, self.precision),
+                                            weights=self.weights, layers=self.layers, pooling=self.pooling)
         return net
 
     def fit(self, X: Any = None, y: Any = None) -> "DeepFeatures":
-        bb, _, runtime = self._network()
+        net = self._network()
+        bb, runtime = net.backbone, net.runtime
         self.n_features_out_ = int(sum(bb.dims.values()))
         self.taps_ = list(bb.taps)
         self.precision_ = runtime.precision
@@ -114,12 +108,13 @@ class DeepFeatures(TransformerMixin, BaseEstimator):
         import torch
 
         from featx.backbones.preprocess import preprocess
-        from featx.extraction import run_model
-        bb, model, runtime = self._network()
+        from featx.backbones.inference import run_model
+        net = self._network()
+        bb = net.backbone
         out = []
         for a in range(0, len(images), self.batch_size):
             x = torch.stack([preprocess(im, bb.preprocess) for im in images[a:a + self.batch_size]])
-            feats = run_model(model, x, runtime)
+            feats = run_model(net.model, x, net.runtime)
             out.append(np.concatenate([feats[t] for t in bb.taps], axis=1))
         return np.concatenate(out, axis=0).astype(np.float32, copy=False)
 
@@ -127,8 +122,7 @@ class DeepFeatures(TransformerMixin, BaseEstimator):
         if self.cache is None:
             from featx.errors import DecodeError
             from featx.sources import ReadOptions, scan_sources
-            bb, _, _ = self._network()
-            opts = ReadOptions(intensity=self.intensity, draft_size=bb.preprocess.resize_size)
+            opts = ReadOptions(intensity=self.intensity, draft_size=self._network().backbone.preprocess.resize_size)
             images = []
             for p in paths:
                 res = scan_sources([p])

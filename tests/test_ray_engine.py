@@ -18,7 +18,7 @@ from click.testing import CliRunner
 ray = pytest.importorskip("ray")
 
 from featx import cache as C  # noqa: E402
-from featx.engines.ray import extract_ray  # noqa: E402
+from featx.engines.ray import RayEngine, extract_ray  # noqa: E402
 from featx.extraction import extract  # noqa: E402
 
 from tests.support import BREAST_NPZ, TINY, write_png  # noqa: E402
@@ -30,7 +30,8 @@ FAST = dict(backbones=[TINY], weights="none", precision="fp32", progress=False)
 def cluster():
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # address="local": a cluster of its own, never one another process started on this machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
@@ -65,13 +66,13 @@ def _same_cache(a: Path, b: Path, sets, by_id=False, tol=1e-4):
 def test_breastmnist_same_ids_and_features_as_local(cluster, local_cache, tmp_path):
     ref, sets = local_cache
     out = tmp_path / "ray.h5"
-    s = extract_ray(BREAST_NPZ, out, workers=1, **FAST)
+    s = extract(BREAST_NPZ, out, workers=1, engine=RayEngine(), **FAST)
     assert s.ok == 780 and s.failed == 0 and s.sets == sets and s.runtime.startswith("ray 1 x cpu fp32")
     ta, tb = _same_cache(ref, out, sets)
     assert len(set(tb.ids)) == 780 and set(tb.splits) == {"train", "val", "test"}
     assert not C.pending_records(out)
     # a second Ray run computes nothing; a local run on the Ray cache reuses it too
-    again = extract_ray(BREAST_NPZ, out, **FAST)
+    again = extract_ray(BREAST_NPZ, out, **FAST)   # the convenience form
     assert again.ok == 0 and again.reused == 780
     assert extract(BREAST_NPZ, out, **FAST).reused == 780
 
@@ -80,7 +81,7 @@ def test_ray_respects_the_cache_lock(cluster, tmp_path):
     out = tmp_path / "locked.h5"
     with C.CacheLock(out):
         with pytest.raises(C.CacheLockedError):
-            extract_ray(BREAST_NPZ, out, **FAST)
+            extract(BREAST_NPZ, out, engine=RayEngine(), **FAST)
 
 
 def _embedder_pids() -> list[int]:
@@ -103,7 +104,7 @@ def test_killed_worker_mid_extraction_every_sample_exactly_once(cluster, local_c
 
     def run():
         try:
-            box["summary"] = extract_ray(BREAST_NPZ, out, workers=1, batch_size=16, **FAST)
+            box["summary"] = extract(BREAST_NPZ, out, workers=1, batch_size=16, engine=RayEngine(), **FAST)
         except BaseException as e:  # surfaced in the assertion below
             box["error"] = e
 
@@ -195,6 +196,8 @@ def test_missing_ray_is_a_one_line_featx_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)          # `import ray` now raises ImportError
     with pytest.raises(EngineUnavailableError, match=r"pip install 'featx\[ray\]'"):
         require_ray()
+    with pytest.raises(EngineUnavailableError):
+        extract(BREAST_NPZ, tmp_path / "x.h5", engine=RayEngine(), **FAST)
     with pytest.raises(EngineUnavailableError):
         extract_ray(BREAST_NPZ, tmp_path / "x.h5", **FAST)
     for args in (["extract", str(BREAST_NPZ), "-o", str(tmp_path / "x.h5"), "--engine", "ray"],

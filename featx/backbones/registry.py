@@ -90,9 +90,56 @@ def _check_timm(arch: str, raw: str) -> None:
     import timm
     base = arch.split(".", 1)[0]
     if not timm.is_model(base):
-        close = timm.list_models(f"*{base[:6]}*")[:5]
-        hint = f"; similar timm names: {', '.join(close)}" if close else ""
+        hint = suggest_backbones(base)
+        hint = f"; did you mean {', '.join(hint)}?" if hint else ""
         raise BackboneError(f"unknown backbone {raw!r}: not a featx alias, torchvision or timm model{hint}")
+
+
+def suggest_backbones(name: str, n: int = 3) -> list[str]:
+    """Known backbone names closest to ``name`` (difflib): featx aliases first, then torchvision's
+    classification models, then timm's architectures."""
+    import difflib
+
+    import timm
+    name = name.strip().lower()
+    for pool in (list(ALIASES), sorted(_torchvision_names()), timm.list_models()):
+        close = difflib.get_close_matches(name, pool, n=n, cutoff=0.8)
+        if close:
+            return close
+    return difflib.get_close_matches(name, timm.list_models(), n=n, cutoff=0.6)
+
+
+def check_backbone(name: str, layers=None, pooling: str = "avg") -> BackboneSpec:
+    """Check a backbone name, its pooling and, where the network can be laid out without weights or
+    memory (on torch's meta device), its layers; raise BackboneError (one line, with suggestions)
+    before any work starts. Returns the resolved spec."""
+    if pooling not in POOLINGS:
+        raise BackboneError(f"unknown pooling {pooling!r} ({', '.join(POOLINGS)})")
+    spec = resolve(name)
+    layers = [str(x).strip() for x in (layers or ()) if str(x).strip()]
+    if not layers or all(x in ("head", "stages") for x in layers):
+        return spec
+    model = _skeleton(spec)
+    if model is not None:
+        try:
+            _resolve_layers(model, layers)
+        except BackboneError as e:
+            raise BackboneError(f"backbone {spec.name!r}: {e.reason}") from None
+    return spec
+
+
+def _skeleton(spec: BackboneSpec):
+    """The network's modules without weights (meta device), or None where that cannot be built."""
+    import torch
+    try:
+        with torch.device("meta"):
+            if spec.library == "timm":
+                import timm
+                return timm.create_model(spec.arch, pretrained=False)
+            import torchvision
+            return torchvision.models.get_model(spec.arch, weights=None)
+    except Exception:  # an architecture whose constructor needs real tensors: checked when built
+        return None
 
 
 def _download_error(spec: BackboneSpec, e: Exception) -> WeightsError:

@@ -11,9 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from featx.backbones import POOLINGS
 from featx.errors import BackboneError
-
-POOLINGS = ("avg", "max", "gem")
 GEM_P = 3.0
 GEM_EPS = 1e-6
 

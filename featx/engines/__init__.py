@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from featx.errors import FeatxError
 
-ENGINES = ("local", "ray")
 RAY_HINT = "pip install 'featx[ray]'"
 
 
@@ -25,11 +24,3 @@ def require_ray():
                                      f"run: {RAY_HINT}") from None
     return ray
 
-
-def check_engine(engine: str) -> str:
-    engine = (engine or "local").lower()
-    if engine not in ENGINES:
-        raise FeatxError(f"unknown engine {engine!r} ({', '.join(ENGINES)})")
-    if engine == "ray":
-        require_ray()
-    return engine

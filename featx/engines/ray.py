@@ -10,9 +10,10 @@ The pipeline is featx's own (featx.extraction), spread over Ray:
       -> iter_batches on the driver               each batch becomes one journal record
       -> featx.cache.commit                       the standard cache, atomically
 
-Set names, configs and request keys come from the same functions as the local path
-(``_deep_plans``, ``_hand_sets``, ``_assign_names``, ``request_key``), so ``featx fit`` cannot tell
-the two apart; rows that the cache already holds are skipped; the cache lock is held for the run.
+It is an engine of ``featx.extraction.extract`` (``extract(..., engine=RayEngine(address=...))``):
+checks, scanning, set names, configs and request keys (featx.setconfig), the model
+(featx.backbones.inference.prepare_model) and the journal records (featx.extraction.records) are
+the local path's own, so ``featx fit`` cannot tell the two apart; rows that the cache already holds are skipped; the cache lock is held for the run.
 Workers send their rows back through Ray's object store, so the cache only has to be writable on
 the driver; the *images* must be readable at the same paths on every node (shared storage).
 
@@ -25,24 +26,22 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-import importlib
-
 from featx import cache as C
 from featx.engines import require_ray
 from featx.errors import FeatxError
+from featx.extraction import extract
+from featx.extraction.decode import DecodeDataset, WorkItem
+from featx.extraction.engine import EngineResult, ExtractJob
+from featx.extraction.options import ExtractConfig, ExtractSummary
+from featx.extraction.records import BatchOutputs, batch_record
 from featx.sources import Sample
 
 log = logging.getLogger("featx")
-# the module, not the function featx/__init__ exports under the same name
-E = importlib.import_module("featx.extraction")
-
-_SAMPLE_FIELDS = ("id", "path", "reader", "file", "index", "label", "group", "split", "duplicate_of")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -80,27 +79,28 @@ def _probe_runtime(device: str, precision: str):
 # Worker side
 
 
-def _row_to_item(row) -> E._Item:
+def _row_to_item(row) -> WorkItem:
     def s(key):
         v = row[key]
         return v.decode() if isinstance(v, bytes) else str(v)
     sample = Sample(id=s("id"), path=s("path"), reader=s("reader"), file=s("file"),
                     index=s("index") or None, label=None, group="", split="")
     gm, hm = int(row["gmask"]), int(row["hmask"])
-    return E._Item(sample, tuple(g for g in range(gm.bit_length()) if gm >> g & 1),
-                   tuple(h for h in range(hm.bit_length()) if hm >> h & 1))
+    return WorkItem(sample, tuple(g for g in range(gm.bit_length()) if gm >> g & 1),
+                    tuple(h for h in range(hm.bit_length()) if hm >> h & 1))
 
 
 def _decode_batch(batch: dict, read_opts, preprocs, hand_specs) -> dict:
-    """Ray task: decode + preprocess each sample (featx.extraction._Dataset), compute handcrafted sets.
+    """Ray task: decode + preprocess each sample (featx.extraction.decode.DecodeDataset), compute
+    handcrafted sets.
 
-    Output columns: k, error, m<g>/x<g> (mask and model input per preprocessing group, zeros
-    where absent), h<h> (handcrafted vector as float32 bytes, b"" where absent)."""
+    Output columns: k, error, m<g>/x<g> (mask and model input per backbone, zeros where absent),
+    h<h> (handcrafted vector as float32 bytes, b"" where absent)."""
     import torch
     torch.set_num_threads(1)
     n = len(batch["k"])
     items = [_row_to_item({key: batch[key][i] for key in batch}) for i in range(n)]
-    ds = E._Dataset(items, read_opts, preprocs, hand_specs)
+    ds = DecodeDataset(items, read_opts, preprocs, hand_specs)
     out = {"k": np.asarray(batch["k"], np.int64), "error": np.array([""] * n, dtype=object)}
     for g, pre in enumerate(preprocs):
         out[f"m{g}"] = np.zeros(n, bool)
@@ -121,50 +121,43 @@ def _decode_batch(batch: dict, read_opts, preprocs, hand_specs) -> dict:
 
 
 class _Embedder:
-    """Ray actor: the frozen backbones of one run, built once, applied to decoded batches."""
+    """Ray actor: the frozen backbones of one run, prepared once, applied to decoded batches.
 
-    def __init__(self, cfg: E.ExtractConfig, layout: list[list[tuple[int, list[str]]]],
-                 expect: list[dict], device: str, precision: str, threads: int):
+    Output columns: those of _decode_batch but the model inputs, f<g>_<t> (tap t of backbone g
+    as float32 bytes, b"" where absent) and pid."""
+
+    def __init__(self, cfg: ExtractConfig, expect: list[dict], device: str, precision: str, threads: int):
         import torch
 
-        from featx.backbones.precision import keep_sensitive_layers_fp32
-        from featx.backbones.registry import build
+        from featx.backbones.inference import prepare_model
         from featx.runtime import make_runtime
         torch.set_num_threads(max(1, int(threads)))
-        self.runtime = make_runtime(device, precision)
-        self.layout = layout
-        self.models = []
+        runtime = make_runtime(device, precision)
+        self.prepared = []
         for bname, want in zip(cfg.backbones, expect):
-            bb = build(bname, weights=cfg.weights, layers=list(cfg.layers) or None, pooling=cfg.pooling)
-            got = bb.config()
+            p = prepare_model(bname, runtime, weights=cfg.weights, layers=cfg.layers, pooling=cfg.pooling)
+            got = p.backbone.config()
             if C.config_json(got) != C.config_json(want):  # e.g. another weights file on this node
                 raise FeatxError(f"backbone {bname!r} on a Ray worker differs from the driver's "
                                  f"(worker {C.config_json(got.get('weights'))}, driver "
                                  f"{C.config_json(want.get('weights'))}); install the same featx and weights on every node")
-            if self.runtime.precision != "fp32":
-                keep_sensitive_layers_fp32(bb.model.model)
-            m = bb.model.to(self.runtime.device)
-            if self.runtime.channels_last:
-                m = m.to(memory_format=torch.channels_last)
-            self.models.append(m)
+            self.prepared.append(p)
 
     def __call__(self, batch: dict) -> dict:
         import torch
+
+        from featx.backbones.inference import run_model
         n = len(batch["k"])
         out = {k: v for k, v in batch.items() if not k.startswith("x")}
-        for g, (model, sets) in enumerate(zip(self.models, self.layout)):
+        for g, p in enumerate(self.prepared):
             sel = np.flatnonzero(np.asarray(batch[f"m{g}"], bool))
-            feats = E.run_model(model, torch.from_numpy(np.ascontiguousarray(batch[f"x{g}"][sel])), self.runtime) \
-                if len(sel) else None
-            for j, taps in sets:
-                if feats is None:
-                    out[f"f{j}"] = np.array([b""] * n, dtype=object)
-                    continue
-                X = np.concatenate([feats[t] for t in taps], axis=1).astype(np.float32)
+            feats = run_model(p.model, torch.from_numpy(np.ascontiguousarray(batch[f"x{g}"][sel])), p.runtime) \
+                if len(sel) else {}
+            for t, tap in enumerate(p.backbone.taps):
                 col = np.array([b""] * n, dtype=object)
                 for r, i in enumerate(sel):
-                    col[i] = X[r].tobytes()
-                out[f"f{j}"] = col
+                    col[i] = feats[tap][r].tobytes()
+                out[f"f{g}_{t}"] = col
         out["pid"] = np.full(n, os.getpid(), np.int64)
         return out
 
@@ -173,42 +166,26 @@ class _Embedder:
 # Driver side
 
 
-def extract_ray(sources: Sequence[str | Path] | str | Path, cache: str | Path,
-                backbones: Sequence[str] | str | None = ("efficientnet_lite0",),
-                handcrafted: Sequence[str] | str | None = None, layers: Sequence[str] | str | None = None,
-                pooling: str = "avg", weights: str | None = None, device: str = "auto",
-                precision: str = "auto", batch_size: int = 32, workers: int | None = None,
-                strict: bool = False, window=None, intensity: str = "auto", concat_layers: bool = False,
-                jpeg_draft: bool = True, allow_outside: bool = False, name: str | None = None,
-                progress: bool = True, config: E.ExtractConfig | None = None, *,
-                address: str | None = None, num_cpus: int | None = None,
-                max_attempts: int = 3) -> E.ExtractSummary:
-    """``featx.extraction.extract`` on Ray; same arguments, same cache. ``workers`` is the number of model
-    actors (default: one per GPU, or one per 4 CPUs of the cluster); ``address`` as ``ray.init``
-    (``None``: ``$RAY_ADDRESS`` or a local Ray with ``num_cpus``)."""
-    return E.extract(sources, cache, backbones=backbones, handcrafted=handcrafted, layers=layers, pooling=pooling,
-                     weights=weights, device=device, precision=precision, batch_size=batch_size, workers=workers,
-                     strict=strict, window=window, intensity=intensity, concat_layers=concat_layers,
-                     jpeg_draft=jpeg_draft, allow_outside=allow_outside, name=name, progress=progress,
-                     config=config, engine=RayEngine(address, num_cpus, max_attempts))
-
-
-class RayEngine(E.LocalEngine):
+class RayEngine:
     """featx.extraction's run on Ray: the runtime is resolved on a worker (it may have a GPU the
-    driver lacks) and the items run through Ray Data (decode tasks -> model actors)."""
+    driver lacks) and the items run through Ray Data (decode tasks -> model actors).
+
+    ``address`` as ``ray.init`` (None: ``$RAY_ADDRESS``, else a local Ray with ``num_cpus``);
+    the run's ``workers`` is the number of model actors (default: one per GPU, or one per 4 CPUs
+    of the cluster); samples no worker returned are run again up to ``max_attempts`` times."""
 
     name = "ray"
 
-    def __init__(self, address: str | None, num_cpus: int | None, max_attempts: int):
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, max_attempts: int = 3):
         self.address, self.num_cpus, self.max_attempts = address, num_cpus, max_attempts
         self.use_gpu = False
 
-    def check(self, cfg: E.ExtractConfig) -> None:
+    def check(self, cfg: ExtractConfig) -> None:
         if cfg.device == "mps":
             raise FeatxError("--engine ray runs models on cpu or cuda, not mps")
         require_ray()
 
-    def runtime(self, cfg: E.ExtractConfig):
+    def runtime(self, cfg: ExtractConfig):
         from featx.runtime import Runtime
         ray = init_ray(self.address, self.num_cpus)
         res = ray.cluster_resources()
@@ -217,57 +194,38 @@ class RayEngine(E.LocalEngine):
         dev, prec, cl = ray.get(probe.remote("cuda" if self.use_gpu else "cpu", cfg.precision))
         return Runtime(dev, prec, cl)
 
-    def execute(self, items, plans, hand, cfg, runtime, cache, summary, progress, failures) -> None:
-        init_ray(self.address, self.num_cpus)
-        _extract_items(items, plans, hand, cfg, runtime, self.use_gpu, cache, summary, progress,
-                       failures, self.max_attempts)
+    def execute(self, job: ExtractJob) -> EngineResult:
+        ray = init_ray(self.address, self.num_cpus)
+        ctx = ray.data.DataContext.get_current()
+        saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)
+        ctx.execution_options.preserve_order = True    # same row order in the cache as the local path
+        ctx.enable_progress_bars = False
+        data_log = logging.getLogger("ray.data")
+        saved_level = data_log.level
+        data_log.setLevel(logging.WARNING)
+        result = EngineResult()
+        try:
+            self._run_attempts(ray, job, result)
+        except KeyboardInterrupt:
+            result.interrupted = True
+            log.warning("interrupted: saving what was computed")
+        finally:
+            ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
+            data_log.setLevel(saved_level)
+        return result
 
-
-def plan_resources(cfg: E.ExtractConfig, cluster: dict, use_gpu: bool) -> tuple[int, float, float, int]:
-    """(model actors, CPUs per actor, CPUs per decode task, torch threads per actor)."""
-    cpus = float(cluster.get("CPU", 1))
-    if use_gpu:
-        n = cfg.workers or max(1, int(cluster.get("GPU", 1)))
-        return n, 1.0, 1.0, 1
-    n = cfg.workers or max(1, int(cpus) // 4)
-    decode = 0.5
-    # leave room for at least one decode task, or the actors would hold every CPU and starve it
-    per = max(0.25, min(4.0, (cpus - decode) / n))
-    return n, per, decode, max(1, int(round(per)))
-
-
-def _extract_items(items, plans, hand, cfg, runtime, use_gpu, cache, summary, progress, failures, max_attempts):
-    import ray
-    from tqdm import tqdm
-
-    preprocs = [p.backbone.preprocess for p in plans]
-    read_opts = [cfg.read_options(p.resize_size) for p in preprocs] + [cfg.read_options(None)]
-    n_act, act_cpus, dec_cpus, threads = plan_resources(cfg, ray.cluster_resources(), use_gpu)
-    layout, sets, j = [], [], 0
-    for p in plans:
-        layout.append([])
-        for d in p.sets:
-            layout[-1].append((j, list(d.taps)))
-            sets.append(d)
-            j += 1
-    expect = [p.backbone.config() for p in plans]
-    summary.runtime = (f"ray {n_act} x {runtime.describe()}" if plans else "ray cpu (handcrafted)")
-    journal = C.Journal(cache)
-    done: set[int] = set()
-    n_ok = n_fail = 0
-    pids: set[int] = set()
-    bar = tqdm(total=len(items), unit="img", disable=not progress, dynamic_ncols=True,
-               desc=f"extract [{summary.runtime}]")
-    t_start = time.perf_counter()
-    ctx = ray.data.DataContext.get_current()
-    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)
-    ctx.execution_options.preserve_order = True    # same row order in the cache as the local path
-    ctx.enable_progress_bars = False
-    data_log = logging.getLogger("ray.data")
-    saved_level = data_log.level
-    data_log.setLevel(logging.WARNING)
-    try:
-        for attempt in range(max(1, max_attempts)):
+    def _run_attempts(self, ray, job: ExtractJob, result: EngineResult) -> None:
+        cfg, items, plans = job.cfg, job.items, job.plans
+        preprocs = [p.backbone.preprocess for p in plans]
+        read_opts = [cfg.read_options(p.resize_size) for p in preprocs] + [cfg.read_options(None)]
+        n_act, act_cpus, dec_cpus, threads = plan_resources(cfg, ray.cluster_resources(), self.use_gpu)
+        result.runtime = f"ray {n_act} x {job.runtime.describe()}" if plans else "ray cpu (handcrafted)"
+        job.bar.relabel(result.runtime)
+        job.bar.status("decoding")
+        journal = C.Journal(job.cache)
+        done: set[int] = set()
+        pids: set[int] = set()
+        for attempt in range(max(1, self.max_attempts)):
             todo = [k for k in range(len(items)) if k not in done]
             if not todo:
                 break
@@ -283,70 +241,73 @@ def _extract_items(items, plans, hand, cfg, runtime, use_gpu, cache, summary, pr
             ds = ray.data.from_items(rows, override_num_blocks=n_blocks)
             ds = ds.map_batches(_decode_batch, batch_size=cfg.batch_size, batch_format="numpy",
                                 fn_kwargs=dict(read_opts=read_opts, preprocs=preprocs,
-                                               hand_specs=[h.spec for h in hand]),
+                                               hand_specs=[h.spec for h in job.hand]),
                                 num_cpus=dec_cpus)
             if plans:
                 ds = ds.map_batches(_Embedder, batch_size=cfg.batch_size, batch_format="numpy",
-                                    fn_constructor_kwargs=dict(cfg=cfg, layout=layout, expect=expect,
-                                                               device=runtime.device, precision=runtime.precision,
-                                                               threads=threads),
+                                    fn_constructor_kwargs=dict(cfg=cfg, expect=[p.backbone.config() for p in plans],
+                                                               device=job.runtime.device,
+                                                               precision=job.runtime.precision, threads=threads),
                                     compute=ray.data.ActorPoolStrategy(size=n_act),  # = concurrency=n_act
-                                    num_gpus=1 if use_gpu else 0, num_cpus=act_cpus)
+                                    num_gpus=1 if self.use_gpu else 0, num_cpus=act_cpus)
             for out in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
-                rec, good = C.BatchRecord(), []
-                for i, k in enumerate(np.asarray(out["k"], np.int64)):
-                    k = int(k)
-                    if k in done:           # a retried batch: keep the first copy
-                        continue
-                    done.add(k)
-                    item = items[k]
-                    err = str(out["error"][i])
-                    if err:
-                        failures.append((item.sample.path, err, "decode"))
-                        rec.failures.append((item.sample.path, err, "decode"))
-                        log.warning("%s: %s", item.sample.path, err)
-                        n_fail += 1
-                        continue
-                    good.append((i, item))
-                    rec.add_sample(item.sample)
+                outputs = _batch_outputs(out, items, plans, len(job.hand), done)
+                rec = batch_record(outputs, plans, job.hand)
                 if "pid" in out:
                     pids.update(int(p) for p in np.unique(out["pid"]))
-                for g, plan in enumerate(plans):
-                    rows_g = [(i, item) for i, item in good if g in item.groups]
-                    if not rows_g:
-                        continue
-                    ids = [item.sample.id for _, item in rows_g]
-                    for jj, _taps in layout[g]:
-                        d = sets[jj]
-                        X = np.stack([np.frombuffer(out[f"f{jj}"][i], np.float32) for i, _ in rows_g])
-                        E._check_finite(X, d.name, [item.sample.path for _, item in rows_g])
-                        rec.sets.append(C.SetRows(d.name, d.config, "deep", ids, X, d.request))
-                for h, hs in enumerate(hand):
-                    rows_h = [(i, item) for i, item in good if h in item.hand]
-                    if rows_h:
-                        rec.sets.append(C.SetRows(hs.name, hs.config, "handcrafted",
-                                                  [item.sample.id for _, item in rows_h],
-                                                  np.stack([np.frombuffer(out[f"h{h}"][i], np.float32)
-                                                            for i, _ in rows_h])))
                 if rec.ids or rec.failures:
                     journal.append(rec)
-                n_ok += len(good)
-                bar.update(len(good) + len(rec.failures))
-                el = time.perf_counter() - t_start
-                bar.set_postfix_str(f"{n_ok / el:.1f} img/s, {n_fail} failed", refresh=False)
+                result.failures.extend(rec.failures)
+                result.ok += len(outputs.decoded)
+                job.bar.advance(len(outputs.decoded) + len(outputs.errors), failed=len(outputs.errors))
+        result.worker_pids = sorted(pids)
         missing = len(items) - len(done)
         if missing:
-            raise FeatxError(f"ray: {missing} samples were not computed after {max_attempts} attempts; "
-                             "the rows that were computed are cached (run again to resume)", cache)
-    except KeyboardInterrupt:
-        summary.interrupted = True
-        log.warning("interrupted: saving what was computed")
-    finally:
-        ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
-        data_log.setLevel(saved_level)
-        bar.close()
-    summary.ok = n_ok
-    summary.worker_pids = sorted(pids)  # type: ignore[attr-defined]
-    source_failures = [f for f in failures if f[2] == "source"]
-    if source_failures:
-        journal.append(C.BatchRecord(failures=source_failures))
+            raise FeatxError(f"ray: {missing} samples were not computed after {self.max_attempts} attempts; "
+                             "the rows that were computed are cached (run again to resume)", job.cache)
+
+
+def _batch_outputs(out: dict, items: list[WorkItem], plans, n_hand: int, done: set[int]) -> BatchOutputs:
+    """A batch from the actors as BatchOutputs; a sample already seen (a retried batch) is skipped."""
+    res = BatchOutputs()
+    rows: list[int] = []
+    for i, k in enumerate(np.asarray(out["k"], np.int64)):
+        k = int(k)
+        if k in done:
+            continue
+        done.add(k)
+        err = str(out["error"][i])
+        if err:
+            res.errors.append((items[k], err))
+        else:
+            res.decoded.append(items[k])
+            rows.append(i)
+    for g, plan in enumerate(plans):
+        sel = [i for i, item in zip(rows, res.decoded) if g in item.groups]
+        if sel:
+            res.deep[g] = {tap: np.stack([np.frombuffer(out[f"f{g}_{t}"][i], np.float32) for i in sel])
+                           for t, tap in enumerate(plan.backbone.taps)}
+    for h in range(n_hand):
+        res.hand[h] = [np.frombuffer(out[f"h{h}"][i], np.float32)
+                       for i, item in zip(rows, res.decoded) if h in item.hand]
+    return res
+
+
+def plan_resources(cfg: ExtractConfig, cluster: dict, use_gpu: bool) -> tuple[int, float, float, int]:
+    """(model actors, CPUs per actor, CPUs per decode task, torch threads per actor)."""
+    cpus = float(cluster.get("CPU", 1))
+    if use_gpu:
+        n = cfg.workers or max(1, int(cluster.get("GPU", 1)))
+        return n, 1.0, 1.0, 1
+    n = cfg.workers or max(1, int(cpus) // 4)
+    decode = 0.5
+    # leave room for at least one decode task, or the actors would hold every CPU and starve it
+    per = max(0.25, min(4.0, (cpus - decode) / n))
+    return n, per, decode, max(1, int(round(per)))
+
+
+def extract_ray(sources: Sequence[str | Path] | str | Path, cache: str | Path, *, address: str | None = None,
+                num_cpus: int | None = None, max_attempts: int = 3, **options) -> ExtractSummary:
+    """``extract(sources, cache, engine=RayEngine(address, num_cpus, max_attempts), **options)``;
+    ``options`` are featx.extraction.extract's."""
+    return extract(sources, cache, engine=RayEngine(address, num_cpus, max_attempts), **options)

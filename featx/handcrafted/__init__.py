@@ -18,6 +18,7 @@ Commas inside brackets do not split.
 from __future__ import annotations
 
 import ast
+import difflib
 import dataclasses
 import re
 from collections.abc import Mapping, Sequence
@@ -66,6 +67,11 @@ def _known() -> str:
     return ", ".join(DESCRIPTORS)
 
 
+def _did_you_mean(word: str, known) -> str:
+    close = difflib.get_close_matches(str(word).strip().lower(), list(known), n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def make_spec(descriptor: str, **params: Any) -> HandcraftedSpec:
     """The spec of ``descriptor`` ("hog", "lbp", "glcm", "firstorder") with ``params``.
 
@@ -73,12 +79,14 @@ def make_spec(descriptor: str, **params: Any) -> HandcraftedSpec:
     """
     cls = DESCRIPTORS.get(descriptor.strip().lower()) if isinstance(descriptor, str) else None
     if cls is None:
-        raise FeatxError(f"unknown handcrafted feature {descriptor!r}; known: {_known()}")
+        raise FeatxError(f"unknown handcrafted feature {descriptor!r}; known: {_known()}"
+                         f"{_did_you_mean(descriptor, DESCRIPTORS)}")
     fields = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in params if k not in fields]
     if unknown:
         raise FeatxError(
             f"{cls.descriptor}: unknown parameter {unknown[0]!r}; known: {', '.join(fields)}"
+            f"{_did_you_mean(unknown[0], fields)}"
         )
     return cls(**params)
 
