@@ -36,7 +36,8 @@ CHEST = SHARED / "chest-xray-pneumonia-224"
 
 from featx.backbones.precision import keep_sensitive_layers_fp32  # noqa: E402
 from featx.backbones.registry import build  # noqa: E402
-from featx.extraction import extract, run_model  # noqa: E402
+from featx.backbones.inference import run_model  # noqa: E402
+from featx.extraction import extract  # noqa: E402
 from featx.runtime import make_runtime  # noqa: E402
 
 

@@ -12,15 +12,14 @@ from featx.errors import CacheError, ConfigMismatchError, FeatxError
 from featx.fit import (
     compare,
     effective_groups,
-    extraction_calls,
     fit,
     parse_choices,
     parse_pca,
     predict,
     table_from_arrays,
 )
+from featx.setconfig import extraction_calls
 from tests.fit_helpers import split_labels, toy_data, write_cache
-
 from tests.support import BREAST_NPZ
 
 

@@ -60,20 +60,18 @@ def extract_cmd(sources, cache, backbones, handcrafted, layers, concat_layers, p
     if [b.lower() for b in bbs] == ["none"]:
         bbs = []
     try:
-        if engine == "ray":
-            from featx.engines import require_ray
-            require_ray()
-            from functools import partial
+        from featx.extraction import extract
 
-            from featx.engines.ray import extract_ray
-            extract = partial(extract_ray, address=address)
-        else:
-            from featx.extraction import extract
+        run_on = None
+        if engine == "ray":
+            from featx.engines.ray import RayEngine
+            run_on = RayEngine(address=address)
         summary = extract(list(sources), cache, backbones=bbs, handcrafted=handcrafted, layers=split_list(layers),
                           concat_layers=concat_layers, pooling=pooling, weights=weights, device=device,
                           precision=precision, batch_size=batch_size, workers=workers, strict=strict,
                           window=_window(window), intensity=intensity, jpeg_draft=not no_jpeg_draft,
-                          allow_outside=allow_outside, name=name, progress=not quiet and sys.stderr.isatty())
+                          allow_outside=allow_outside, name=name, progress=not quiet and sys.stderr.isatty(),
+                          engine=run_on)
     except KeyboardInterrupt:
         # Ctrl-C outside the batch loop (start-up, scanning, model building, a commit): nothing is
         # half-written (the cache is replaced atomically; computed rows wait in its journal).
@@ -81,9 +79,6 @@ def extract_cmd(sources, cache, backbones, handcrafted, layers, concat_layers, p
                    "computed are kept and the next run resumes)")
         sys.exit(130)
     click.echo(summary.line())
-    if summary.warnings:
-        click.echo(f"note: {len(summary.warnings)} files have the same bytes as another file "
-                   "(kept, flagged in /samples/duplicate_of)", err=True)
     if summary.interrupted:
         sys.exit(130)
     if summary.ok == 0 and summary.reused == 0:

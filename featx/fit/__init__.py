@@ -28,10 +28,6 @@ from featx.fit.comparing import compare, leader_row, run_line
 from featx.fit.fitting import fit, validate_fit_options
 from featx.fit.pipeline import Reduce, block_weights, build_pipeline, parse_pca
 from featx.fit.prediction import (
-    PROVENANCE_KEYS,
-    comparable_config,
-    config_diff,
-    extraction_calls,
     match_sets,
     model_table,
     predict,
@@ -54,9 +50,9 @@ from featx.fit.tables import (
 from featx.table import FeatureTable
 
 __all__ = [
-    "CompareResult", "Evaluation", "FeatureTable", "FitResult", "HeadPlan", "PROVENANCE_KEYS", "Reduce",
+    "CompareResult", "Evaluation", "FeatureTable", "FitResult", "HeadPlan", "Reduce",
     "SCORINGS", "SEARCHES", "SUMMARY_KEYS", "Tuner", "auc_scorer", "block_weights", "build_pipeline",
-    "check_finite", "comparable_config", "compare", "config_diff", "effective_groups", "extraction_calls",
+    "check_finite", "compare", "effective_groups",
     "fit", "head_plan", "imbalance_note", "leader_row", "load_table", "make_scorer", "match_sets",
     "metrics_block", "model_table", "parse_choices", "parse_pca", "parse_sets", "predict", "predict_rows",
     "predict_table", "prediction_frame", "prediction_summary", "run_line", "search_space", "subset_table",

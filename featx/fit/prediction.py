@@ -20,28 +20,8 @@ from featx.errors import ConfigMismatchError, FeatxError, ModelError
 from featx.evaluate import expand_scores, score_matrix
 from featx.fit.results import prediction_frame
 from featx.fit.tables import load_table
+from featx.setconfig import comparable, config_diff, extraction_calls
 from featx.table import FeatureTable
-
-PROVENANCE_KEYS = ("versions",)
-
-
-def comparable_config(cfg: dict) -> str:
-    """A config as canonical JSON, without provenance keys (library versions) that record how a
-    set was made but are not extractor settings."""
-    return json.dumps({k: v for k, v in cfg.items() if k not in PROVENANCE_KEYS},
-                      sort_keys=True, default=str)
-
-
-def config_diff(expected: dict, found: dict) -> str:
-    """The settings that differ between two configs, as "key: model X vs features Y; ..."."""
-    keys = sorted((set(expected) | set(found)) - set(PROVENANCE_KEYS))
-    parts = []
-    for k in keys:
-        a, b = expected.get(k, "<absent>"), found.get(k, "<absent>")
-        if json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True, default=str):
-            parts.append(f"{k}: model {json.dumps(a, default=str)} vs features {json.dumps(b, default=str)}")
-    return "; ".join(parts[:4]) + ("; ..." if len(parts) > 4 else "")
-
 
 def match_sets(bundle: ModelBundle, configs: dict[str, dict], path=None) -> tuple[dict[str, str], list[str]]:
     """Map each of the model's feature sets to a set of the cache with the same extractor config.
@@ -54,11 +34,11 @@ def match_sets(bundle: ModelBundle, configs: dict[str, dict], path=None) -> tupl
     mapping, notes = {}, []
     for name in bundle.feature_sets:
         want = bundle.set_configs.get(name, {})
-        key = comparable_config(want)
-        if name in configs and comparable_config(configs[name]) == key:
+        key = comparable(want)
+        if name in configs and comparable(configs[name]) == key:
             found = name
         else:
-            found = next((n for n, c in configs.items() if comparable_config(c) == key), None)
+            found = next((n for n, c in configs.items() if comparable(c) == key), None)
         if found is None:
             if name in configs:
                 raise ConfigMismatchError(
@@ -187,50 +167,6 @@ def predict(
 
 
 _RUN_OPTIONS = ("device", "batch_size", "workers", "progress", "allow_outside", "strict")
-
-
-def extraction_calls(set_configs: dict[str, dict]) -> list[dict[str, Any]]:
-    """``featx.extraction.extract`` keyword arguments that recreate feature sets with these configs:
-    one call per backbone / pooling / weights / precision / reading group (taps of one backbone
-    share a call), one per reading group of handcrafted sets."""
-    groups: dict[str, dict[str, Any]] = {}
-    for name, cfg in set_configs.items():
-        read = cfg.get("read") or {}
-        window = read.get("window")
-        read_kw = dict(window=tuple(window) if isinstance(window, list) else window,
-                       intensity=read.get("intensity", "auto"),
-                       jpeg_draft=read.get("draft_size") is not None or "draft_size" not in read)
-        if cfg.get("kind") == "handcrafted":
-            from featx.handcrafted import spec_from_config
-
-            key = "hand:" + json.dumps(read_kw, sort_keys=True, default=str)
-            g = groups.setdefault(key, dict(backbones=[], handcrafted=[], **read_kw))
-            g["handcrafted"].append(spec_from_config(cfg))
-            continue
-        if "backbone" not in cfg:
-            raise FeatxError(f"feature set '{name}': its config names no backbone or handcrafted "
-                             "descriptor, so it cannot be recomputed from images; predict from a cache")
-        w = cfg.get("weights") or {}
-        src = str(w.get("source", ""))
-        if src == "none":
-            weights = "none"
-        elif src == "file":
-            raise FeatxError(f"feature set '{name}' used a local weights file (sha256 "
-                             f"{str(w.get('sha256'))[:12]}…); extract with `featx extract --weights FILE` "
-                             "and predict from the cache")
-        else:
-            weights = None
-        taps = list(cfg.get("taps") or ["head"])
-        concat = len(taps) > 1
-        precision = cfg.get("precision", "auto")
-        key = json.dumps([cfg["backbone"], cfg.get("pooling", "avg"), weights, precision, read_kw, concat,
-                          taps if concat else None], sort_keys=True, default=str)
-        g = groups.setdefault(key, dict(backbones=[cfg["backbone"]], layers=[], pooling=cfg.get("pooling", "avg"),
-                                        weights=weights, precision=precision, concat_layers=concat, **read_kw))
-        for t in taps:
-            if t not in g["layers"]:
-                g["layers"].append(t)
-    return list(groups.values())
 
 
 def _predict_sources(bundle: ModelBundle, sources: list[str], cache: str, options: dict) -> pd.DataFrame:
