@@ -42,9 +42,11 @@ def _window(value):
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="ray: decode in Ray tasks and run the model in one Ray actor per GPU/CPU slot (--workers actors); needs featx[ray].")
 @click.option("--address", default=None, help="Ray cluster for --engine ray: auto, HOST:PORT or ray://HOST:PORT (default: $RAY_ADDRESS, else a local Ray).")
+@click.option("--stall-timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="With --engine ray: stop a run that finishes no batch for this many seconds (default 300), keeping the rows already computed.")
 @handle_errors
 def extract_cmd(sources, cache, backbones, handcrafted, layers, concat_layers, pooling, weights, device, precision,
-                batch_size, workers, window, intensity, no_jpeg_draft, name, allow_outside, strict, quiet, engine, address):
+                batch_size, workers, window, intensity, no_jpeg_draft, name, allow_outside, strict, quiet, engine, address,
+                stall_timeout):
     """Extract features of SOURCES (folders, CSV manifests, .npz, DICOM or image files) into CACHE."""
     bbs = split_list(backbones) or ["efficientnet_lite0"]
     if [b.lower() for b in bbs] == ["none"]:
@@ -56,7 +58,8 @@ def extract_cmd(sources, cache, backbones, handcrafted, layers, concat_layers, p
             from functools import partial
 
             from featx.engines.ray import extract_ray
-            extract = partial(extract_ray, address=address)
+            extract = partial(extract_ray, address=address,
+                              **({} if stall_timeout is None else {"stall_timeout": stall_timeout}))
         else:
             from featx.extraction import extract
         summary = extract(list(sources), cache, backbones=bbs, handcrafted=handcrafted, layers=split_list(layers),

@@ -32,9 +32,12 @@ from typing import Sequence
 import numpy as np
 
 import importlib
+import queue
+import threading
 
 from featx import cache as C
 from featx.engines import require_ray
+from featx.engines.ray_plan import DEFAULT_STALL_TIMEOUT, ResourcePlan, StallError, StallWatchdog, plan_nodes, nodes_from_ray
 from featx.errors import FeatxError
 from featx.sources import Sample
 
@@ -182,15 +185,16 @@ def extract_ray(sources: Sequence[str | Path] | str | Path, cache: str | Path,
                 jpeg_draft: bool = True, allow_outside: bool = False, name: str | None = None,
                 progress: bool = True, config: E.ExtractConfig | None = None, *,
                 address: str | None = None, num_cpus: int | None = None,
-                max_attempts: int = 3) -> E.ExtractSummary:
+                max_attempts: int = 3, stall_timeout: float | None = DEFAULT_STALL_TIMEOUT) -> E.ExtractSummary:
     """``featx.extraction.extract`` on Ray; same arguments, same cache. ``workers`` is the number of model
-    actors (default: one per GPU, or one per 4 CPUs of the cluster); ``address`` as ``ray.init``
-    (``None``: ``$RAY_ADDRESS`` or a local Ray with ``num_cpus``)."""
+    actors (default: one per GPU, or one per 4 CPUs of each node); ``address`` as ``ray.init``
+    (``None``: ``$RAY_ADDRESS`` or a local Ray with ``num_cpus``); a run that makes no progress for
+    ``stall_timeout`` seconds stops (None: never) and keeps the rows it computed."""
     return E.extract(sources, cache, backbones=backbones, handcrafted=handcrafted, layers=layers, pooling=pooling,
                      weights=weights, device=device, precision=precision, batch_size=batch_size, workers=workers,
                      strict=strict, window=window, intensity=intensity, concat_layers=concat_layers,
                      jpeg_draft=jpeg_draft, allow_outside=allow_outside, name=name, progress=progress,
-                     config=config, engine=RayEngine(address, num_cpus, max_attempts))
+                     config=config, engine=RayEngine(address, num_cpus, max_attempts, stall_timeout))
 
 
 class RayEngine(E.LocalEngine):
@@ -199,9 +203,13 @@ class RayEngine(E.LocalEngine):
 
     name = "ray"
 
-    def __init__(self, address: str | None, num_cpus: int | None, max_attempts: int):
+    def __init__(self, address: str | None, num_cpus: int | None, max_attempts: int,
+                 stall_timeout: float | None = DEFAULT_STALL_TIMEOUT):
         self.address, self.num_cpus, self.max_attempts = address, num_cpus, max_attempts
+        self.stall_timeout = stall_timeout
+        StallWatchdog(stall_timeout)        # a bad timeout is refused before anything starts
         self.use_gpu = False
+        self.plan: ResourcePlan | None = None
 
     def check(self, cfg: E.ExtractConfig) -> None:
         if cfg.device == "mps":
@@ -211,38 +219,74 @@ class RayEngine(E.LocalEngine):
     def runtime(self, cfg: E.ExtractConfig):
         from featx.runtime import Runtime
         ray = init_ray(self.address, self.num_cpus)
-        res = ray.cluster_resources()
-        self.use_gpu = cfg.device.startswith("cuda") or (cfg.device == "auto" and res.get("GPU", 0) > 0)
+        self.plan = plan_resources(cfg, ray.nodes())     # refuses a plan the nodes cannot hold
+        self.use_gpu = self.plan.use_gpu
         probe = ray.remote(num_gpus=1 if self.use_gpu else 0, num_cpus=0)(_probe_runtime)
         dev, prec, cl = ray.get(probe.remote("cuda" if self.use_gpu else "cpu", cfg.precision))
         return Runtime(dev, prec, cl)
 
     def execute(self, items, plans, hand, cfg, runtime, cache, summary, progress, failures) -> None:
-        init_ray(self.address, self.num_cpus)
-        _extract_items(items, plans, hand, cfg, runtime, self.use_gpu, cache, summary, progress,
-                       failures, self.max_attempts)
+        ray = init_ray(self.address, self.num_cpus)
+        plan = self.plan if plans else plan_resources(cfg, ray.nodes(), model=False)
+        _extract_items(items, plans, hand, cfg, runtime, plan, cache, summary, progress,
+                       failures, self.max_attempts, self.stall_timeout)
 
 
-def plan_resources(cfg: E.ExtractConfig, cluster: dict, use_gpu: bool) -> tuple[int, float, float, int]:
-    """(model actors, CPUs per actor, CPUs per decode task, torch threads per actor)."""
-    cpus = float(cluster.get("CPU", 1))
-    if use_gpu:
-        n = cfg.workers or max(1, int(cluster.get("GPU", 1)))
-        return n, 1.0, 1.0, 1
-    n = cfg.workers or max(1, int(cpus) // 4)
-    decode = 0.5
-    # leave room for at least one decode task, or the actors would hold every CPU and starve it
-    per = max(0.25, min(4.0, (cpus - decode) / n))
-    return n, per, decode, max(1, int(round(per)))
+def plan_resources(cfg: E.ExtractConfig, ray_nodes: list[dict], model: bool = True) -> ResourcePlan:
+    """The per-node plan (featx.engines.ray_plan) for ``cfg`` on ``ray.nodes()``; raises a one-line
+    PlacementError when the nodes cannot hold it."""
+    return plan_nodes(nodes_from_ray(ray_nodes), cfg.workers, cfg.device, model)
 
 
-def _extract_items(items, plans, hand, cfg, runtime, use_gpu, cache, summary, progress, failures, max_attempts):
+def _results(ds, poll: float):
+    """``ds.iter_batches`` read in a thread: yields each batch, or None every ``poll`` seconds
+    without one (so the driver can watch for a stall while Ray waits)."""
+    q: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def run():
+        try:
+            for out in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+                while not stop.is_set():
+                    try:
+                        q.put(("batch", out), timeout=poll)
+                        break
+                    except queue.Full:
+                        pass
+                if stop.is_set():
+                    return
+            q.put(("end", None))
+        except BaseException as e:  # handed to the driver
+            q.put(("error", e))
+
+    threading.Thread(target=run, name="featx-ray-results", daemon=True).start()
+    try:
+        while True:
+            try:
+                kind, val = q.get(timeout=poll)
+            except queue.Empty:
+                yield None
+                continue
+            if kind == "end":
+                return
+            if kind == "error":
+                raise val
+            yield val
+    finally:
+        stop.set()
+
+
+def _extract_items(items, plans, hand, cfg, runtime, plan, cache, summary, progress, failures, max_attempts,
+                   stall_timeout=DEFAULT_STALL_TIMEOUT):
     import ray
     from tqdm import tqdm
 
     preprocs = [p.backbone.preprocess for p in plans]
     read_opts = [cfg.read_options(p.resize_size) for p in preprocs] + [cfg.read_options(None)]
-    n_act, act_cpus, dec_cpus, threads = plan_resources(cfg, ray.cluster_resources(), use_gpu)
+    n_act, act_cpus, dec_cpus, threads = plan.actors, plan.actor_cpus, plan.decode_cpus, plan.threads
+    use_gpu = plan.use_gpu
+    log.info("ray plan: %s", plan.describe())
+    watchdog = StallWatchdog(stall_timeout)
     layout, sets, j = [], [], 0
     for p in plans:
         layout.append([])
@@ -292,7 +336,16 @@ def _extract_items(items, plans, hand, cfg, runtime, use_gpu, cache, summary, pr
                                                                threads=threads),
                                     compute=ray.data.ActorPoolStrategy(size=n_act),  # = concurrency=n_act
                                     num_gpus=1 if use_gpu else 0, num_cpus=act_cpus)
-            for out in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+            watchdog.progressed()
+            for out in _results(ds, poll=1.0):
+                if out is None:     # nothing yet: say what it waits for, stop after --stall-timeout
+                    note = watchdog.waiting_note(plan, ray.available_resources()
+                                                 if watchdog.idle() >= watchdog.note_after else None)
+                    if note:
+                        bar.set_postfix_str(note)
+                    watchdog.check(note)
+                    continue
+                watchdog.progressed()
                 rec, good = C.BatchRecord(), []
                 for i, k in enumerate(np.asarray(out["k"], np.int64)):
                     k = int(k)
@@ -341,6 +394,11 @@ def _extract_items(items, plans, hand, cfg, runtime, use_gpu, cache, summary, pr
     except KeyboardInterrupt:
         summary.interrupted = True
         log.warning("interrupted: saving what was computed")
+    except StallError as e:         # keep what is done: the journaled rows go into the cache now
+        bar.close()
+        C.commit(cache)
+        raise StallError(f"{e.reason}; the {n_ok} rows computed before are committed (run again to resume)",
+                         cache) from None
     finally:
         ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
         data_log.setLevel(saved_level)
