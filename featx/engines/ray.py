@@ -227,8 +227,8 @@ class RayEngine(E.LocalEngine):
 
     def execute(self, items, plans, hand, cfg, runtime, cache, summary, progress, failures) -> None:
         ray = init_ray(self.address, self.num_cpus)
-        plan = self.plan if plans else plan_resources(cfg, ray.nodes(), model=False)
-        _extract_items(items, plans, hand, cfg, runtime, plan, cache, summary, progress,
+        resources = self.plan if plans else plan_resources(cfg, ray.nodes(), model=False)
+        _extract_items(items, plans, hand, cfg, runtime, resources, cache, summary, progress,
                        failures, self.max_attempts, self.stall_timeout)
 
 
@@ -259,7 +259,8 @@ def _results(ds, poll: float):
         except BaseException as e:  # handed to the driver
             q.put(("error", e))
 
-    threading.Thread(target=run, name="featx-ray-results", daemon=True).start()
+    reader = threading.Thread(target=run, name="featx-ray-results", daemon=True)
+    reader.start()
     try:
         while True:
             try:
@@ -274,18 +275,24 @@ def _results(ds, poll: float):
             yield val
     finally:
         stop.set()
+        if reader.is_alive():   # the driver gave up (stall, Ctrl-C): stop Ray Data's executor too
+            executor = getattr(ds, "_current_executor", None)   # Ray Data keeps no public handle
+            if executor is not None:
+                executor.shutdown(force=True)
+            reader.join(timeout=10)
 
 
-def _extract_items(items, plans, hand, cfg, runtime, plan, cache, summary, progress, failures, max_attempts,
+def _extract_items(items, plans, hand, cfg, runtime, resources, cache, summary, progress, failures, max_attempts,
                    stall_timeout=DEFAULT_STALL_TIMEOUT):
     import ray
     from tqdm import tqdm
 
     preprocs = [p.backbone.preprocess for p in plans]
     read_opts = [cfg.read_options(p.resize_size) for p in preprocs] + [cfg.read_options(None)]
-    n_act, act_cpus, dec_cpus, threads = plan.actors, plan.actor_cpus, plan.decode_cpus, plan.threads
-    use_gpu = plan.use_gpu
-    log.info("ray plan: %s", plan.describe())
+    n_act, act_cpus, dec_cpus, threads = (resources.actors, resources.actor_cpus, resources.decode_cpus,
+                                         resources.threads)
+    use_gpu = resources.use_gpu
+    log.info("ray plan: %s", resources.describe())
     watchdog = StallWatchdog(stall_timeout)
     layout, sets, j = [], [], 0
     for p in plans:
@@ -339,7 +346,7 @@ def _extract_items(items, plans, hand, cfg, runtime, plan, cache, summary, progr
             watchdog.progressed()
             for out in _results(ds, poll=1.0):
                 if out is None:     # nothing yet: say what it waits for, stop after --stall-timeout
-                    note = watchdog.waiting_note(plan, ray.available_resources()
+                    note = watchdog.waiting_note(resources, ray.available_resources()
                                                  if watchdog.idle() >= watchdog.note_after else None)
                     if note:
                         bar.set_postfix_str(note)
