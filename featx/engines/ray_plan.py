@@ -96,7 +96,7 @@ class ResourcePlan:
         if not self.actors:
             return f"decode tasks of {self.decode_cpus:g} CPU on {len(self.nodes)} nodes"
         kind = f"1 GPU + {self.actor_cpus:g} CPU" if self.use_gpu else f"{self.actor_cpus:g} CPU"
-        return f"{self.actors} actors of {kind}, decode tasks of {self.decode_cpus:g} CPU ({self.per_node()})"
+        return f"{self.actors} actor{'s' if self.actors != 1 else ''} of {kind}, decode tasks of {self.decode_cpus:g} CPU ({self.per_node()})"
 
 
 def nodes_from_ray(ray_nodes: Sequence[dict]) -> list[NodeInfo]:
