@@ -204,6 +204,22 @@ def _descendants(marker: bytes) -> list[tuple[int, int]]:
     return out
 
 
+def _extract_in_thread(*args, **kw):
+    """extract_ray in a thread; the box receives its summary or its error."""
+    from featx.engines.ray import extract_ray
+    box: dict = {}
+
+    def run():
+        try:
+            box["summary"] = extract_ray(*args, **kw)
+        except BaseException as e:  # surfaced by the test's assertions
+            box["error"] = e
+
+    th = threading.Thread(target=run)
+    th.start()
+    return th, box
+
+
 def test_nodes_are_loopback_and_cache_equals_local_via_cli(two_nodes, subset, tmp_path):
     nodes = [n for n in ray.nodes() if n["Alive"]]
     assert len(nodes) == 2 and {n["NodeManagerAddress"] for n in nodes} == {"127.0.0.1"}
@@ -252,19 +268,9 @@ def test_fit_engine_ray_on_the_cluster(two_nodes, subset, tmp_path, monkeypatch)
 
 
 def test_stall_timeout_stops_and_commits_what_is_done(two_nodes, subset, tmp_path):
-    from featx.engines.ray import extract_ray
     npz, local, sets = subset
     out = tmp_path / "stalled.h5"
-    box: dict = {}
-
-    def run():
-        try:
-            box["summary"] = extract_ray(npz, out, workers=2, batch_size=4, stall_timeout=25, **FAST)
-        except BaseException as e:
-            box["error"] = e
-
-    th = threading.Thread(target=run)
-    th.start()
+    th, box = _extract_in_thread(npz, out, workers=2, batch_size=4, stall_timeout=25, **FAST)
     frozen: list[int] = []
     try:
         deadline = time.time() + 120
@@ -297,22 +303,12 @@ def test_stall_timeout_stops_and_commits_what_is_done(two_nodes, subset, tmp_pat
 
 
 def test_worker_node_removed_mid_run_every_row_exactly_once(two_nodes, subset, tmp_path):
-    from featx.engines.ray import extract_ray
     npz, ref, sets = subset
     extra = two_nodes.add_node(num_cpus=1)
     two_nodes.wait_for_nodes()
     raylet = extra.all_processes["raylet"][0].process.pid
     out = tmp_path / "node_lost.h5"
-    box: dict = {}
-
-    def run():
-        try:
-            box["summary"] = extract_ray(npz, out, workers=3, batch_size=4, **FAST)
-        except BaseException as e:
-            box["error"] = e
-
-    th = threading.Thread(target=run)
-    th.start()
+    th, box = _extract_in_thread(npz, out, workers=3, batch_size=4, **FAST)
     removed = False
     deadline = time.time() + 150
     while th.is_alive() and time.time() < deadline:
