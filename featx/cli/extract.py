@@ -39,7 +39,7 @@ Examples:
 @click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda|cuda:N|mps")
 @click.option("--precision", type=RegistryChoice("featx.runtime:PRECISIONS", default="auto"), default="auto", show_default=True)
 @click.option("--batch-size", type=WholeNumber(1, "images per batch"), default=32, show_default=True)
-@click.option("--workers", type=WholeNumber(0, "processes; 0 decodes in the main process"), default=None, help="Decoding worker processes (default: cores - 1 with a backbone, all cores without); with --engine ray, model actors (default: one per GPU, or per 4 CPUs).")
+@click.option("--workers", type=WholeNumber(0, "processes; 0 decodes in the main process"), default=None, help="Decoding worker processes (default: cores - 1 with a backbone, all cores without); with --engine ray, model actors (default: one per GPU, or one per 4 CPUs of each node).")
 @click.option("--window", default=None, help="DICOM window: lung, mediastinum, bone, brain, abdomen, liver, or CENTER,WIDTH (HU). Default: the file's own.")
 @click.option("--intensity", type=SuggestChoice(["auto", "dtype", "minmax"]), default="auto", show_default=True, help="How >8-bit data becomes [0, 1].")
 @click.option("--no-jpeg-draft", is_flag=True, help="Decode large JPEGs at full size (slower; draft decoding is recorded in the config).")
@@ -50,8 +50,10 @@ Examples:
 @click.option("--force", is_flag=True, help="Overwrite an existing output of another kind (never an input).")
 @click.option("--engine", type=SuggestChoice(["local", "ray"]), default="local", show_default=True, help="ray: decode in Ray tasks and run the model in one Ray actor per GPU/CPU slot (--workers actors); needs featx[ray].")
 @click.option("--address", default=None, help="Ray cluster for --engine ray: auto, HOST:PORT or ray://HOST:PORT (default: $RAY_ADDRESS, else a local Ray).")
+@click.option("--stall-timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="With --engine ray: stop a run that finishes no batch for this many seconds (default 300), keeping the rows already computed.")
 def extract_cmd(sources, cache, backbones, handcrafted, layers, concat_layers, pooling, weights, device, precision,
-                batch_size, workers, window, intensity, no_jpeg_draft, name, allow_outside, strict, quiet, force, engine, address):
+                batch_size, workers, window, intensity, no_jpeg_draft, name, allow_outside, strict, quiet, force, engine,
+                address, stall_timeout):
     """Extract features of SOURCES (folders, CSV manifests, .npz, DICOM or image files) into CACHE."""
     from featx.safeio import check_output
 
@@ -65,7 +67,7 @@ def extract_cmd(sources, cache, backbones, handcrafted, layers, concat_layers, p
         run_on = None
         if engine == "ray":
             from featx.engines.ray import RayEngine
-            run_on = RayEngine(address=address)
+            run_on = RayEngine(address=address, **({} if stall_timeout is None else {"stall_timeout": stall_timeout}))
         summary = extract(list(sources), cache, backbones=bbs, handcrafted=handcrafted, layers=split_list(layers),
                           concat_layers=concat_layers, pooling=pooling, weights=weights, device=device,
                           precision=precision, batch_size=batch_size, workers=workers, strict=strict,

@@ -26,6 +26,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import queue
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -33,6 +35,8 @@ import numpy as np
 
 from featx import cache as C
 from featx.engines import require_ray
+from featx.engines.ray_plan import (DEFAULT_STALL_TIMEOUT, ResourcePlan, StallError, StallWatchdog, nodes_from_ray,
+                                    plan_nodes)
 from featx.errors import FeatxError
 from featx.extraction import extract
 from featx.extraction.decode import DecodeDataset, WorkItem
@@ -172,13 +176,19 @@ class RayEngine:
 
     ``address`` as ``ray.init`` (None: ``$RAY_ADDRESS``, else a local Ray with ``num_cpus``);
     the run's ``workers`` is the number of model actors (default: one per GPU, or one per 4 CPUs
-    of the cluster); samples no worker returned are run again up to ``max_attempts`` times."""
+    of each node; see featx.engines.ray_plan); samples no worker returned are run again up to
+    ``max_attempts`` times; a run that makes no progress for ``stall_timeout`` seconds stops (None:
+    never) and keeps the rows it computed."""
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None, max_attempts: int = 3):
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, max_attempts: int = 3,
+                 stall_timeout: float | None = DEFAULT_STALL_TIMEOUT):
         self.address, self.num_cpus, self.max_attempts = address, num_cpus, max_attempts
+        self.stall_timeout = stall_timeout
+        StallWatchdog(stall_timeout)        # a bad timeout is refused before anything starts
         self.use_gpu = False
+        self.plan: ResourcePlan | None = None
 
     def check(self, cfg: ExtractConfig) -> None:
         if cfg.device == "mps":
@@ -188,8 +198,8 @@ class RayEngine:
     def runtime(self, cfg: ExtractConfig):
         from featx.runtime import Runtime
         ray = init_ray(self.address, self.num_cpus)
-        res = ray.cluster_resources()
-        self.use_gpu = cfg.device.startswith("cuda") or (cfg.device == "auto" and res.get("GPU", 0) > 0)
+        self.plan = plan_resources(cfg, ray.nodes())     # refuses a plan the nodes cannot hold
+        self.use_gpu = self.plan.use_gpu
         probe = ray.remote(num_gpus=1 if self.use_gpu else 0, num_cpus=0)(_probe_runtime)
         dev, prec, cl = ray.get(probe.remote("cuda" if self.use_gpu else "cpu", cfg.precision))
         return Runtime(dev, prec, cl)
@@ -218,7 +228,11 @@ class RayEngine:
         cfg, items, plans = job.cfg, job.items, job.plans
         preprocs = [p.backbone.preprocess for p in plans]
         read_opts = [cfg.read_options(p.resize_size) for p in preprocs] + [cfg.read_options(None)]
-        n_act, act_cpus, dec_cpus, threads = plan_resources(cfg, ray.cluster_resources(), self.use_gpu)
+        resources = self.plan if plans and self.plan else plan_resources(cfg, ray.nodes(), model=bool(plans))
+        n_act, act_cpus, dec_cpus, threads = (resources.actors, resources.actor_cpus, resources.decode_cpus,
+                                             resources.threads)
+        log.info("ray plan: %s", resources.describe())
+        watchdog = StallWatchdog(self.stall_timeout)
         result.runtime = f"ray {n_act} x {job.runtime.describe()}" if plans else "ray cpu (handcrafted)"
         job.bar.relabel(result.runtime)
         job.bar.status("decoding")
@@ -249,8 +263,22 @@ class RayEngine:
                                                                device=job.runtime.device,
                                                                precision=job.runtime.precision, threads=threads),
                                     compute=ray.data.ActorPoolStrategy(size=n_act),  # = concurrency=n_act
-                                    num_gpus=1 if self.use_gpu else 0, num_cpus=act_cpus)
-            for out in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+                                    num_gpus=1 if resources.use_gpu else 0, num_cpus=act_cpus)
+            watchdog.progressed()
+            for out in _results(ds, poll=1.0):
+                if out is None:     # nothing yet: say what it waits for, stop after --stall-timeout
+                    note = watchdog.waiting_note(resources, ray.available_resources()
+                                                 if watchdog.idle() >= watchdog.note_after else None)
+                    if note:
+                        job.bar.status(note)
+                    try:
+                        watchdog.check(note)
+                    except StallError as e:  # keep what is done: the journaled rows are committed by the run
+                        result.worker_pids = sorted(pids)
+                        raise StallError(f"{e.reason}; the {result.ok} rows computed before are committed "
+                                         "(run again to resume)", job.cache) from None
+                    continue
+                watchdog.progressed()
                 outputs = _batch_outputs(out, items, plans, len(job.hand), done)
                 rec = batch_record(outputs, plans, job.hand)
                 if "pid" in out:
@@ -293,21 +321,59 @@ def _batch_outputs(out: dict, items: list[WorkItem], plans, n_hand: int, done: s
     return res
 
 
-def plan_resources(cfg: ExtractConfig, cluster: dict, use_gpu: bool) -> tuple[int, float, float, int]:
-    """(model actors, CPUs per actor, CPUs per decode task, torch threads per actor)."""
-    cpus = float(cluster.get("CPU", 1))
-    if use_gpu:
-        n = cfg.workers or max(1, int(cluster.get("GPU", 1)))
-        return n, 1.0, 1.0, 1
-    n = cfg.workers or max(1, int(cpus) // 4)
-    decode = 0.5
-    # leave room for at least one decode task, or the actors would hold every CPU and starve it
-    per = max(0.25, min(4.0, (cpus - decode) / n))
-    return n, per, decode, max(1, int(round(per)))
+def plan_resources(cfg: ExtractConfig, ray_nodes: list[dict], model: bool = True) -> ResourcePlan:
+    """The per-node plan (featx.engines.ray_plan) for ``cfg`` on ``ray.nodes()``; raises a one-line
+    PlacementError when the nodes cannot hold it."""
+    return plan_nodes(nodes_from_ray(ray_nodes), cfg.workers, cfg.device, model)
+
+
+def _results(ds, poll: float):
+    """``ds.iter_batches`` read in a thread: yields each batch, or None every ``poll`` seconds
+    without one (so the driver can watch for a stall while Ray waits)."""
+    q: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def run():
+        try:
+            for out in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+                while not stop.is_set():
+                    try:
+                        q.put(("batch", out), timeout=poll)
+                        break
+                    except queue.Full:
+                        pass
+                if stop.is_set():
+                    return
+            q.put(("end", None))
+        except BaseException as e:  # handed to the driver
+            q.put(("error", e))
+
+    reader = threading.Thread(target=run, name="featx-ray-results", daemon=True)
+    reader.start()
+    try:
+        while True:
+            try:
+                kind, val = q.get(timeout=poll)
+            except queue.Empty:
+                yield None
+                continue
+            if kind == "end":
+                return
+            if kind == "error":
+                raise val
+            yield val
+    finally:
+        stop.set()
+        if reader.is_alive():   # the driver gave up (stall, Ctrl-C): stop Ray Data's executor too
+            executor = getattr(ds, "_current_executor", None)   # Ray Data keeps no public handle
+            if executor is not None:
+                executor.shutdown(force=True)
+            reader.join(timeout=10)
 
 
 def extract_ray(sources: Sequence[str | Path] | str | Path, cache: str | Path, *, address: str | None = None,
-                num_cpus: int | None = None, max_attempts: int = 3, **options) -> ExtractSummary:
-    """``extract(sources, cache, engine=RayEngine(address, num_cpus, max_attempts), **options)``;
+                num_cpus: int | None = None, max_attempts: int = 3,
+                stall_timeout: float | None = DEFAULT_STALL_TIMEOUT, **options) -> ExtractSummary:
+    """``extract(sources, cache, engine=RayEngine(address, num_cpus, max_attempts, stall_timeout), **options)``;
     ``options`` are featx.extraction.extract's."""
-    return extract(sources, cache, engine=RayEngine(address, num_cpus, max_attempts), **options)
+    return extract(sources, cache, engine=RayEngine(address, num_cpus, max_attempts, stall_timeout), **options)

@@ -173,6 +173,13 @@ def run(sources: list, cache: Path, cfg: ExtractConfig, progress: bool, engine: 
                 C.Journal(cache).append(updates)
             if items:
                 result = engine.execute(ExtractJob(items, plans, hand, cfg, runtime, cache, bar))
+        except FeatxError:
+            # a run stopped by an error (a stalled cluster, a non-finite batch) keeps what it did:
+            # the rows already journaled go into the cache before the error is reported
+            if bar is not None:
+                bar.close()
+            C.commit(cache)
+            raise
         finally:
             if bar is not None:
                 bar.close()
