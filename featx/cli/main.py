@@ -6,6 +6,7 @@ import click
 from featx.cli.common import FeatxGroup, setup_logging
 from featx.cli.compare import compare_cmd
 from featx.cli.demo import demo_cmd
+from featx.cli.explain import explain_cmd
 from featx.cli.extract import extract_cmd
 from featx.cli.fit import fit_cmd
 from featx.cli.info import info_cmd
@@ -34,6 +35,7 @@ main.add_command(info_cmd)
 main.add_command(fit_cmd)
 main.add_command(predict_cmd)
 main.add_command(compare_cmd)
+main.add_command(explain_cmd)
 
 
 if __name__ == "__main__":

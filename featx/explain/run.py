@@ -127,14 +127,15 @@ class _Explainer:
 
 def explain(bundle_or_path, sources: Sequence[str | os.PathLike] | str, out_dir: str | os.PathLike, *,
             method: str = "auto", target: str = "predicted", limit: int | None = None, trust: bool = False,
-            faithfulness: bool = True, allow_outside: bool = False) -> ExplainResult:
+            faithfulness: bool = True, split: str | None = None, allow_outside: bool = False) -> ExplainResult:
     """Explain a saved model's predictions on images; see ``featx explain --help``.
 
     Writes ``out_dir/maps/<id>.npy`` (float32 saliency at input resolution), ``overlays/<id>.png``,
     ``index.html`` (self-contained gallery), ``per_set.json`` and, with ``faithfulness``,
     ``faithfulness.json``. ``method``: auto (Grad-CAM when the head has an exact torch mirror,
     else occlusion), gradcam, ig, occlusion; a head without a mirror falls back to occlusion with a
-    note. ``target``: "predicted" or a class name. Runs in fp32 on the CPU.
+    note. ``target``: "predicted" or a class name. ``split``: only the samples the sources mark
+    with this split (train, val, test), e.g. BreastMNIST's test images. Runs in fp32 on the CPU.
     """
     from featx.sources import scan_sources
 
@@ -151,7 +152,12 @@ def explain(bundle_or_path, sources: Sequence[str | os.PathLike] | str, out_dir:
     result = ExplainResult(out, method)
     scan = scan_sources([str(s) for s in sources], allow_outside=allow_outside)
     result.failures += [(f.path, f.reason) for f in scan.failures]
-    samples = scan.samples[:limit] if limit else scan.samples
+    samples = scan.samples
+    if split is not None:
+        samples = [s for s in samples if s.split == split]
+        if not samples:
+            raise FeatxError(f"--split {split}: no sample of {', '.join(map(str, sources))} is marked {split!r}")
+    samples = samples[:limit] if limit else samples
     uses, hand_use = prepare_backbones(bundle.set_configs)
     for u in uses:
         result.notes += u.notes
