@@ -3,7 +3,7 @@
 * Deletion (Petsiuk et al. 2018): replace the most salient pixels first, in ``steps`` equal steps,
   by the blurred image and record the target score after each step; the area under that curve
   (x from 0 to 1) is low when the map finds what the model uses. Compared with the same curve for
-  uniformly random maps of the same images.
+  random maps of the same spatial scale (:func:`random_maps`).
 * Model randomisation (Adebayo et al. 2018): maps computed with the backbones re-initialised must
   differ from the real maps; the Spearman rank correlation between the two should be low.
 """
@@ -48,8 +48,19 @@ def curve_auc(curves: np.ndarray) -> np.ndarray:
     return (curves[:, :-1] + curves[:, 1:]).sum(1) / (2.0 * steps)
 
 
-def random_maps(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).random(shape).astype(np.float32)
+RANDOM_GRID = 7
+
+
+def random_maps(shape: tuple[int, ...], seed: int = 0, grid: int = RANDOM_GRID) -> np.ndarray:
+    """(B, H, W) random maps with the spatial scale of a saliency map: uniform noise on a
+    ``grid`` x ``grid`` lattice (Grad-CAM's 7 x 7 for a 224 px input; occlusion's windows are a
+    quarter of the image), upsampled bilinearly. Pixel-level noise would scatter the deletions,
+    which hurts a CNN more than any contiguous region and flatters every map."""
+    import torch.nn.functional as F
+
+    b, h, w = shape
+    low = torch.from_numpy(np.random.default_rng(seed).random((b, 1, grid, grid)).astype(np.float32))
+    return F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)[:, 0].numpy()
 
 
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -72,6 +83,7 @@ def summary(deletion_auc: np.ndarray, random_auc: np.ndarray, rank_corr: np.ndar
         "n_images": int(len(deletion_auc)),
         "deletion_steps": steps,
         "deletion_baseline": "gaussian blur, sigma = larger side / 8",
+        "random_maps": f"uniform noise on a {RANDOM_GRID}x{RANDOM_GRID} grid, upsampled",
         "randomisation": "all backbone weights re-initialised (seeded); head unchanged",
         "per_image": {"deletion_auc": [float(v) for v in deletion_auc],
                       "random_deletion_auc": [float(v) for v in random_auc],
