@@ -22,8 +22,9 @@ def fused(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("explain")
     z = np.load(BREAST_NPZ)
-    for i in range(12):
-        label = int(z["train_labels"][i].ravel()[0])
+    labels = z["train_labels"].ravel()
+    for i in np.concatenate([np.flatnonzero(labels == 0)[:6], np.flatnonzero(labels == 1)[:6]]):
+        label = int(labels[i])
         (root / "imgs" / str(label)).mkdir(parents=True, exist_ok=True)
         Image.fromarray(z["train_images"][i]).save(root / "imgs" / str(label) / f"im{i}.png")
     (root / "imgs" / "1" / "broken.png").write_bytes(b"not a png")
