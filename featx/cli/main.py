@@ -7,6 +7,7 @@ from featx.cli.check import check_cmd
 from featx.cli.common import FeatxGroup, setup_logging
 from featx.cli.compare import compare_cmd
 from featx.cli.demo import demo_cmd
+from featx.cli.explain import explain_cmd
 from featx.cli.extract import extract_cmd
 from featx.cli.fit import fit_cmd
 from featx.cli.info import info_cmd
@@ -36,6 +37,7 @@ main.add_command(fit_cmd)
 main.add_command(predict_cmd)
 main.add_command(compare_cmd)
 main.add_command(check_cmd)
+main.add_command(explain_cmd)
 
 
 if __name__ == "__main__":

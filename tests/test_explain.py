@@ -1,0 +1,155 @@
+"""featx explain: outputs, fallbacks and per-set attribution (tiny random net), faithfulness (real weights)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from featx.errors import FeatxError
+from tests.conftest import BREAST_NPZ, TINY
+
+
+@pytest.fixture(scope="module")
+def fused(tmp_path_factory):
+    """12 BreastMNIST images as PNGs (+ one broken file), features of a fusion: two taps of a tiny
+    network + HOG, and logreg / xgboost models on them."""
+    from featx.extraction import extract
+    from featx.fit import fit
+
+    root = tmp_path_factory.mktemp("explain")
+    z = np.load(BREAST_NPZ)
+    labels = z["train_labels"].ravel()
+    for i in np.concatenate([np.flatnonzero(labels == 0)[:6], np.flatnonzero(labels == 1)[:6]]):
+        label = int(labels[i])
+        (root / "imgs" / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(z["train_images"][i]).save(root / "imgs" / str(label) / f"im{i}.png")
+    (root / "imgs" / "1" / "broken.png").write_bytes(b"not a png")
+    cache = root / "f.h5"
+    extract([str(root / "imgs")], cache, backbones=[TINY], weights="none", handcrafted=["hog"],
+            layers=["head", "2"], progress=False)
+    from featx.cache import list_sets
+    sets = sorted(list_sets(cache))
+    models = {h: fit(cache, sets, head=h, search="none", n_boot=0, cv=2).bundle for h in ("logreg", "xgboost")}
+    return root, models
+
+
+def test_fused_gradient_explain_writes_maps_overlays_gallery_and_per_set(fused, tmp_path):
+    from featx.explain import explain
+
+    root, models = fused
+    res = explain(models["logreg"], [str(root / "imgs")], tmp_path, limit=4, faithfulness=False)
+    assert res.method == "gradcam" and res.notes == []
+    assert [p for p, _ in res.failures] == [str(root / "imgs" / "1" / "broken.png")]
+    assert len(res.rows) == 4
+    for row in res.rows:
+        m = np.load(tmp_path / row["map"])
+        assert m.dtype == np.float32 and m.shape == (28, 28) and np.isfinite(m).all() and m.max() > 0
+        assert (tmp_path / row["overlay"]).is_file()
+    page = (tmp_path / "index.html").read_text()
+    assert page.count("data:image/png;base64,") == 8 and "src=\"http" not in page
+    per_set = json.loads((tmp_path / "per_set.json").read_text())
+    assert set(per_set["sets"]) == set(models["logreg"].feature_sets) and per_set["baseline"] == "training mean"
+    assert abs(sum(v["share"] for v in per_set["sets"].values()) - 1) < 1e-9
+    # the per-set drops are what the pipeline says when a set is replaced by its training mean
+    hog = per_set["sets"]["hog"]
+    assert hog["mean_abs_drop"] > 0
+
+
+def test_drop_set_attribution_matches_a_direct_computation():
+    from featx.explain import drop_set_attribution
+    from featx.fit.pipeline import build_pipeline
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 6))
+    y = (X[:, 0] > 0).astype(int)            # only set "a" carries the class
+    sl = {"a": slice(0, 3), "b": slice(3, 6)}
+    pipe = build_pipeline(sl, LogisticRegression()).fit(X, y)
+    out = drop_set_attribution(pipe, X, sl)
+    Xd = X.copy()
+    Xd[:, 0:3] = X[:, 0:3].mean(0)           # StandardScaler's training mean = the rows' mean here
+    p, pd_ = pipe.predict_proba(X), pipe.predict_proba(Xd)
+    t = p.argmax(1)
+    expect = (p[np.arange(80), t] - pd_[np.arange(80), t]).mean()
+    assert out["sets"]["a"]["mean_drop"] == pytest.approx(expect)
+    assert out["sets"]["a"]["share"] > 0.8
+
+
+def test_unmirrorable_head_falls_back_to_occlusion_with_one_note(fused, tmp_path):
+    from featx.explain import explain
+
+    root, models = fused
+    res = explain(models["xgboost"], [str(root / "imgs")], tmp_path, limit=2, faithfulness=False)
+    assert res.method == "occlusion"
+    assert len(res.notes) == 1 and "explaining by occlusion" in res.notes[0]
+    assert np.load(tmp_path / res.rows[0]["map"]).shape == (28, 28)
+
+
+def test_target_class_and_bad_target(fused, tmp_path):
+    from featx.explain import explain
+
+    root, models = fused
+    name = models["logreg"].class_names[0]
+    res = explain(models["logreg"], [str(root / "imgs")], tmp_path, limit=2, target=name, faithfulness=False)
+    assert {r["target"] for r in res.rows} == {name}
+    with pytest.raises(FeatxError, match="not a class of this model"):
+        explain(models["logreg"], [str(root / "imgs")], tmp_path, target="nope")
+
+
+def test_cli_bad_target_is_one_line_exit_2(fused, tmp_path):
+    from featx.bundle import save_bundle
+    from featx.cli.main import main
+
+    root, models = fused
+    path = save_bundle(models["logreg"], tmp_path / "m.joblib")
+    res = CliRunner().invoke(main, ["explain", str(path), str(root / "imgs"), "-o", str(tmp_path / "o"),
+                                    "--target", "nope"])
+    assert res.exit_code == 2
+    assert len(res.output.strip().splitlines()) == 1 and "not a class of this model" in res.output
+
+
+def test_differentiable_model_equals_the_saved_pipeline(fused):
+    """End to end in torch (image -> backbones -> mirrored head) == backbone features -> sklearn."""
+    from featx.explain import DifferentiableModel, ImageScorer
+    from featx.explain.model import hand_features
+
+    root, models = fused
+    bundle = models["logreg"]
+    model = DifferentiableModel(bundle, output="proba")
+    imgs = sorted((root / "imgs").rglob("im*.png"))[:3]
+    x = torch.from_numpy(np.stack([np.asarray(Image.open(p), np.float32)[None] / 255 for p in imgs]))
+    feats = hand_features(model.hand_use, x.numpy())
+    hand = torch.from_numpy(np.concatenate([feats[s] for s in model.hand_widths], axis=1))
+    got = model(x, hand).detach().numpy()
+    want = ImageScorer(bundle, model.uses, model.hand_use)(x)
+    assert np.abs(got - want).max() < 1e-4
+
+
+def test_preprocess_batch_equals_featx_preprocess():
+    from featx.backbones.preprocess import PreprocessConfig, preprocess
+    from featx.explain.model import preprocess_batch
+
+    cfg = PreprocessConfig(256, (224, 224), "bicubic", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    im = np.load(BREAST_NPZ)["test_images"][0].astype(np.float32) / 255
+    got = preprocess_batch(torch.from_numpy(im)[None, None], cfg)[0]
+    assert torch.equal(got, preprocess(im, cfg))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head", ["logreg", "svm", "xgboost"])
+def test_faithfulness_on_breastmnist_lite0(breast_cache, head, tmp_path):
+    """Real weights: deletion AUC at least 20% below random maps', and maps of a randomised network
+    rank-correlate below 0.5 with the real maps (40 test images)."""
+    from featx.explain import explain
+    from featx.fit import fit
+
+    bundle = fit(breast_cache, "efficientnet_lite0", head=head, search="none", n_boot=0).bundle
+    res = explain(bundle, [str(BREAST_NPZ)], tmp_path, split="test", limit=40)
+    f = json.loads((tmp_path / "faithfulness.json").read_text())
+    assert res.method == ("occlusion" if head == "xgboost" else "gradcam")
+    assert f["deletion_auc"] <= 0.8 * f["random_deletion_auc"], f
+    assert f["sanity_rank_corr"] < 0.5, f
