@@ -12,8 +12,11 @@ Scores (``method``):
   (kept: at most ``max_reference`` rows, a random subset beyond that).
 * ``"mahalanobis"``: Mahalanobis distance to the training mean under a Ledoit-Wolf shrunk covariance.
 
-kNN was chosen by measurement (BreastMNIST through efficientnet_lite0, see README): both flag the
-chest X-rays, kNN flags fewer in-distribution test images at the same calibrated rate.
+Measured on BreastMNIST through efficientnet_lite0 (logreg head, threshold at 5%): both flag all
+140 chest X-rays, 40 blood-cell-like crops and 12 CT slices; on the BreastMNIST test split kNN
+flags 12/156 (7.7%), Mahalanobis 10/156 (6.4%), a difference of two images. kNN is the default: it
+stores the reference rows (n x d float32) rather than a d x d float64 precision matrix (13 MB for
+1280 features) and assumes no Gaussian shape of the classes.
 
 ``ood_score`` is the distance divided by the threshold, so a sample is flagged when it is above 1.
 """
@@ -76,7 +79,7 @@ class OODDetector(OutlierMixin, BaseEstimator):
             block = np.asarray(X[start:start + _CHUNK], np.float64)
             if "precision" in state:
                 d = block - state["location"]
-                out[start:start + len(block)] = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, state["precision"], d), 0))
+                out[start:start + len(block)] = np.sqrt(np.maximum(((d @ state["precision"]) * d).sum(1), 0))
                 continue
             ref = state["reference"].astype(np.float64)
             sq = (block ** 2).sum(1)[:, None] - 2 * block @ ref.T + (ref ** 2).sum(1)[None, :]
@@ -99,6 +102,7 @@ class OODDetector(OutlierMixin, BaseEstimator):
             oof[held] = self._distances(self._fit_scorer(X[train]), X[held])
         self.oof_scores_ = oof
         self.threshold_ = float(np.quantile(oof, 1 - float(self.false_flag_rate), method="higher"))
+        self.offset_ = -self.threshold_  # scikit-learn's outlier convention: decision = score_samples - offset_
         state = self._fit_scorer(X)
         for key, value in state.items():
             setattr(self, f"{key}_", value)
@@ -118,7 +122,8 @@ class OODDetector(OutlierMixin, BaseEstimator):
 
     def ood_score(self, X) -> np.ndarray:
         """Distance relative to the threshold: above 1 means flagged."""
-        return self.distance(X) / max(self.threshold_, np.finfo(float).tiny)
+        distance = self.distance(X)
+        return distance / max(self.threshold_, np.finfo(float).tiny)
 
     def score_samples(self, X) -> np.ndarray:
         """scikit-learn convention: higher is more normal (the negated distance)."""
@@ -126,7 +131,8 @@ class OODDetector(OutlierMixin, BaseEstimator):
 
     def decision_function(self, X) -> np.ndarray:
         """Negative for flagged rows (threshold minus distance)."""
-        return self.threshold_ - self.distance(X)
+        distance = self.distance(X)
+        return self.threshold_ - distance
 
     def predict(self, X) -> np.ndarray:
         return np.where(self.decision_function(X) < 0, -1, 1)
