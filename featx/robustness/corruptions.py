@@ -39,7 +39,8 @@ def speckle_noise(image, severity, rng):
 
 
 def gaussian_blur(image, severity, rng):
-    sigma = (1, 2, 3, 4, 6)[severity - 1] * max(image.shape[:2]) / 224  # ImageNet-C at 224 px, scaled
+    # 0.5..2 px at MedMNIST's 28 px, growing with the image beyond 64 px (1.75..7 px at 224: ImageNet-C's range)
+    sigma = (0.5, 0.75, 1.0, 1.5, 2.0)[severity - 1] * max(1.0, max(image.shape[:2]) / 64)
     spatial = (sigma, sigma) + ((0,) if image.ndim == 3 else ())
     return ndimage.gaussian_filter(image, spatial)
 
