@@ -40,7 +40,8 @@ def robustness_cmd(model, sources, report, corruptions, split, max_images, eps, 
                               adversarial=not no_adversarial, trust=trust, seed=seed)
     out = write_robustness_report(res, report)
     clean = res["clean"]
-    click.echo(f"{res['n_images']} images; clean AUC {clean['auc']}, accuracy {clean['accuracy']}; "
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    click.echo(f"{res['n_images']} images; clean AUC {fmt(clean['auc'])}, accuracy {fmt(clean['accuracy'])}; "
                f"{len(res['corruptions'])} corruptions -> {out}/robustness.json")
     for note in res["notes"]:
         click.echo(f"note: {note}", err=True)
