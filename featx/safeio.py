@@ -15,6 +15,7 @@ import os
 import re
 import stat
 import tempfile
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable
@@ -113,6 +114,13 @@ def kind_of_file(path: str | os.PathLike) -> str | None:
         return None
     if head[128:132] == b"DICM":
         return "dicom"
+    if head.startswith(b"PK\x03\x04"):  # a zip: a skops model bundle, or an npz
+        try:
+            with zipfile.ZipFile(path) as zf:
+                if "schema.json" in zf.namelist():
+                    return "model"
+        except (OSError, zipfile.BadZipFile):
+            pass
     for kind, sigs in _SIGNATURES.items():
         if any(head.startswith(s) for s in sigs):
             return kind

@@ -12,6 +12,7 @@ from featx.cli.extract import extract_cmd
 from featx.cli.fit import fit_cmd
 from featx.cli.info import info_cmd
 from featx.cli.predict import predict_cmd
+from featx.cli.robustness import robustness_cmd
 
 MAIN_EPILOG = """\b
 Examples:
@@ -38,6 +39,7 @@ main.add_command(predict_cmd)
 main.add_command(compare_cmd)
 main.add_command(check_cmd)
 main.add_command(explain_cmd)
+main.add_command(robustness_cmd)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ def predict_cmd(model, sources, output, cache, trust, device, batch_size, worker
     extracted with the model's extractor settings), or a featx cache (.h5)."""
     from featx.errors import FeatxError
     from featx.fit import predict
+    from featx.ood import ood_summary
     from featx.safeio import check_output
 
     check_output(output, [model, *sources, *([cache] if cache else [])], kind="csv", force=force)
@@ -51,5 +52,10 @@ def predict_cmd(model, sources, output, cache, trust, device, batch_size, worker
     if summary.get("accuracy") is not None:
         click.echo(f"accuracy {summary['accuracy']:.3f} on the {summary['n_labelled']} labelled rows "
                    "(true and predicted classes compared by name)")
+    if summary.get("ood_scored"):
+        click.echo(ood_summary(df["ood"], summary["n_predicted"]))
+    elif summary.get("n_predicted"):
+        click.echo("note: this model has no out-of-distribution detector (fitted before featx stored one); "
+                   "re-fit it to get ood flags", err=True)
     for note in df.attrs.get("notes", []):
         click.echo(f"note: {note}", err=True)

@@ -17,6 +17,7 @@ from featx.fit.results import FitResult
 from featx.fit.search import HeadPlan, Tuner, head_params, head_plan
 from featx.fit.tables import imbalance_note, load_table, parse_sets
 from featx.jsonutil import to_jsonable
+from featx.ood import fit_bundle_ood
 from featx.progress import as_progress
 
 
@@ -140,5 +141,6 @@ def fit(
             training={"cache": table.source, "n_rows": int(table.X.shape[0]),
                       "n_fit": int(plan.refit_idx.size if plan.kind == "split" else (y >= 0).sum())},
             featx_version=featx.__version__,
+            ood=fit_bundle_ood(outcome.model, table, plan, seed),
         )
     return result

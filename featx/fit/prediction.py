@@ -14,14 +14,16 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from featx.bundle import ModelBundle, load_bundle
+from featx.bundle import ModelBundle, bundle_file_format, load_bundle, resave_hint
 from featx.csvutil import write_csv
 from featx.errors import ConfigMismatchError, FeatxError, ModelError
 from featx.evaluate import expand_scores, score_matrix
 from featx.fit.results import prediction_frame
 from featx.fit.tables import load_table
+from featx.ood import ood_columns
 from featx.setconfig import comparable, config_diff, extraction_calls
 from featx.table import FeatureTable
+
 
 def match_sets(bundle: ModelBundle, configs: dict[str, dict], path=None) -> tuple[dict[str, str], list[str]]:
     """Map each of the model's feature sets to a set of the cache with the same extractor config.
@@ -74,8 +76,9 @@ def model_table(bundle: ModelBundle, cache) -> tuple[FeatureTable, list[str]]:
 def predict_table(bundle: ModelBundle, table: FeatureTable, notes: Sequence[str] = ()) -> pd.DataFrame:
     """Predictions for every row of ``table`` (whose sets carry the model's names): id, path,
     split, true_label (the table's own class name, "" if unknown), predicted_label (the model's),
-    predicted_index, then ``prob_<class>`` per model class (calibrated for svm and elm), and a
-    note column."""
+    predicted_index, then ``prob_<class>`` per model class (calibrated for svm and elm),
+    ``ood_score`` (distance to the training data relative to the bundle's calibrated threshold,
+    :mod:`featx.ood`; NaN for a bundle without a detector), ``ood`` (score above 1) and a note column."""
     for s in bundle.feature_sets:
         width = table.set_slices[s].stop - table.set_slices[s].start
         if bundle.set_dims.get(s, width) != width:
@@ -98,9 +101,11 @@ def predict_table(bundle: ModelBundle, table: FeatureTable, notes: Sequence[str]
             values = expand_scores(score_matrix(model, X), bundle.classes, len(names))
     col = "prob" if probabilistic else "score"
     df = prediction_frame(table.ids, table.paths, table.splits, table.label_names(), pred, names, values, col)
+    df["ood_score"], df["ood"] = ood_columns(bundle, X)
     df["note"] = ""
     if bad.any():
         df.loc[bad, ["predicted_label", "note"]] = ["", "NaN/Inf features"]
+        df.loc[bad, ["ood_score", "ood"]] = [np.nan, False]
         df.loc[bad, "predicted_index"] = -1
         df.loc[bad, [f"{col}_{n}" for n in names]] = np.nan
     df.attrs["notes"] = list(notes)
@@ -109,14 +114,17 @@ def predict_table(bundle: ModelBundle, table: FeatureTable, notes: Sequence[str]
 
 
 def prediction_summary(df: pd.DataFrame) -> dict[str, Any]:
-    """Rows, rows with a prediction, rows whose true label is known, and the accuracy on the
-    rows that have both (true and predicted class names compared)."""
+    """Rows, rows with a prediction, rows whose true label is known, the accuracy on the
+    rows that have both (true and predicted class names compared), rows flagged out-of-distribution
+    (``n_ood``) and whether any row has an OOD score (``ood_scored``: False for old bundles)."""
     has_pred = df["predicted_label"].fillna("").astype(str) != ""
     has_true = df["true_label"].fillna("").astype(str) != "" if "true_label" in df else has_pred & False
     both = has_pred & has_true
     acc = float((df.loc[both, "predicted_label"] == df.loc[both, "true_label"]).mean()) if both.any() else None
+    n_ood = int(df["ood"].fillna(False).astype(bool).sum()) if "ood" in df else 0
+    scored = bool(df["ood_score"].notna().any()) if "ood_score" in df else False
     return {"n": int(len(df)), "n_predicted": int(has_pred.sum()), "n_labelled": int(has_true.sum()),
-            "accuracy": acc}
+            "accuracy": acc, "n_ood": n_ood, "ood_scored": scored}
 
 
 def predict(
@@ -142,7 +150,10 @@ def predict(
     that a spreadsheet would run as formulas are neutralised). ``df.attrs["summary"]`` holds
     :func:`prediction_summary`.
     """
+    extra_notes = []
     if not isinstance(bundle, ModelBundle):
+        if bundle_file_format(bundle) == "joblib":
+            extra_notes.append(resave_hint(bundle))
         bundle = load_bundle(bundle, trust=trust)
     if isinstance(sources, (str, os.PathLike)):
         sources = [str(sources)]
@@ -161,6 +172,7 @@ def predict(
     finally:
         if tmpdir is not None:
             tmpdir.cleanup()
+    df.attrs["notes"] = [*extra_notes, *df.attrs.get("notes", [])]
     if out is not None:
         write_csv(df, out)
     return df
@@ -201,6 +213,7 @@ def _predict_sources(bundle: ModelBundle, sources: list[str], cache: str, option
         df["predicted_label"] = df["predicted_label"].fillna("")
         df["true_label"] = df["true_label"].fillna("")
         df["note"] = df["note"].fillna("")
+        df["ood"] = df["ood"].fillna(False).astype(bool)
     df.attrs["notes"] = list(notes)
     df.attrs["summary"] = prediction_summary(df)
     return df
