@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from featx.errors import FeatxError
-from tests.conftest import BREAST_NPZ, TINY
+from tests.support import BREAST_NPZ, TINY
 
 
 @pytest.fixture(scope="module")

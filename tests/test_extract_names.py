@@ -13,7 +13,7 @@ import pytest
 from featx.errors import BackboneError, FeatxError, WeightsError
 from featx.extraction import extract
 
-from conftest import TINY
+from tests.support import TINY
 
 BAD = [
     (dict(backbones=["resnet5"]), BackboneError, "did you mean resnet50"),

@@ -12,7 +12,7 @@ import pytest
 
 from featx.extraction import extract
 
-from conftest import TINY
+from tests.support import TINY
 
 FAST = dict(backbones=[TINY], weights="none", precision="fp32", workers=0)
 

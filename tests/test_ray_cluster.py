@@ -23,7 +23,7 @@ from featx import cache as C  # noqa: E402
 from featx.engines.ray_plan import (NodeInfo, PlacementError, StallError, StallWatchdog,  # noqa: E402
                                     nodes_from_ray, plan_nodes)
 
-from conftest import BREAST_NPZ, TINY  # noqa: E402
+from tests.support import BREAST_NPZ, TINY  # noqa: E402
 
 FAST = dict(backbones=[TINY], weights="none", precision="fp32", progress=False)
 

@@ -16,7 +16,7 @@ from featx.errors import FeatxError
 from featx.extraction import extract
 from featx.setconfig import comparable, config_diff, extraction_calls
 
-from conftest import TINY, write_png
+from tests.support import TINY, write_png
 
 RUN = dict(progress=False, workers=0)
 
