@@ -50,6 +50,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "featx.heads.ordinal.OrdinalClassifier",
     "featx.fit.ensemble.EnsembleClassifier",
     "featx.ood.OODDetector",
+    "featx.engines.ray_fit.RayXGBoostHead",
     # xgboost: the sklearn wrapper and the booster, whose state is xgboost's own model buffer
     "xgboost.sklearn.XGBClassifier",
     "xgboost.core.Booster",

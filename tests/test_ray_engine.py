@@ -21,6 +21,7 @@ from featx import cache as C  # noqa: E402
 from featx.engines.ray import RayEngine, extract_ray  # noqa: E402
 from featx.extraction import extract  # noqa: E402
 
+from tests.fit_helpers import toy_data, write_cache  # noqa: E402
 from tests.support import BREAST_NPZ, TINY, write_png  # noqa: E402
 
 FAST = dict(backbones=[TINY], weights="none", precision="fp32", progress=False)
@@ -200,8 +201,10 @@ def test_missing_ray_is_a_one_line_featx_error(monkeypatch, tmp_path):
         extract(BREAST_NPZ, tmp_path / "x.h5", engine=RayEngine(), **FAST)
     with pytest.raises(EngineUnavailableError):
         extract_ray(BREAST_NPZ, tmp_path / "x.h5", **FAST)
+    sets, y = toy_data(60)
+    toy = write_cache(tmp_path / "toy.h5", sets, y)
     for args in (["extract", str(BREAST_NPZ), "-o", str(tmp_path / "x.h5"), "--engine", "ray"],
-                 ["fit", str(BREAST_NPZ), "--features", "a", "-o", str(tmp_path / "m.joblib"), "--engine", "ray"]):
+                 ["fit", str(toy), "--features", "a", "-o", str(tmp_path / "m.joblib"), "--engine", "ray"]):
         res = CliRunner().invoke(main, args)
         assert res.exit_code == 2
         lines = res.output.strip().splitlines()

@@ -121,11 +121,12 @@ def fit_cmd(cache, features, head, output, report, params, n_jobs, quiet, force,
     require_cache(cache)  # a folder or an image given as CACHE is the likelier mistake: say that first
     check_output(output, [cache], kind="model", force=force)
     params = checked_params(head, params)
+    if engine == "ray":
+        from featx.engines import require_ray
+        require_ray()  # before anything is shown or loaded
     progress = start_loading(cache, quiet)
     try:
         if engine == "ray":
-            from featx.engines import require_ray
-            require_ray()
             from featx.engines.ray_fit import fit_ray as fit
         else:
             from featx.fit import fit
