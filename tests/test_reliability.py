@@ -38,7 +38,7 @@ def killbed(tmp_path_factory):
     F.make_filler_cache(base, rows=3000, dim=512)
     filler = F.read_set(base, F.FILLER_SET)
     ref_cache = work / "ref.h5"
-    shutil.copy(base, ref_cache)
+    C.copy_cache(base, ref_cache)
     r = subprocess.run(extract_argv(src, ref_cache), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     got = F.read_set(ref_cache, SET)
@@ -46,6 +46,28 @@ def killbed(tmp_path_factory):
            "failures": len(got["failures"])}
     assert len(ref["ids"]) == 40 and ref["failures"] == 3
     return work, src, base, filler, ref
+
+
+@pytest.mark.parametrize("point", F.KILL_POINTS)
+def test_kill_9_inside_a_shard_write_or_the_index_swap_then_rerun(killbed, point):
+    """SIGKILL at exact points of the layout-2 commit: the cache opens and is healthy after the
+    kill (old index, or the complete new one), and the re-run gives every row exactly once."""
+    from featx.check import check_cache
+    work, src, base, filler, ref = killbed
+    cache = work / f"point-{point}.h5"
+    C.copy_cache(base, cache)
+    argv = extract_argv(src, cache)
+    r = subprocess.run(F.killing_argv(argv, point), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert F.opens_with_h5py(cache) and check_cache(cache) == []
+    assert F.compare(cache, {"ids": [], "X": ref["X"][:0]}, filler=filler)["filler_equal"]
+    assert C.pending_records(cache)
+    r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    c = F.compare(cache, ref, filler=filler)
+    assert c == dict(c, missing=0, duplicated=0, unexpected=0, filler_missing=0, filler_equal=True, failures=3), c
+    assert c["max_diff"] < 1e-5 and c["rows"] == 40 and not C.pending_records(cache)
+    assert check_cache(cache) == [] and not list(work.glob(f"point-{point}.h5.tmp-*"))
 
 
 @pytest.mark.slow
@@ -56,7 +78,7 @@ def test_kill_9_then_rerun_equals_uninterrupted(killbed, kind):
     re-run gives every row exactly once with the uninterrupted run's features (< 1e-5)."""
     work, src, base, filler, ref = killbed
     cache = work / f"{kind}.h5"
-    shutil.copy(base, cache)
+    C.copy_cache(base, cache)
     argv = extract_argv(src, cache)
     rng = random.Random(kind)
     hits = []
