@@ -1,11 +1,11 @@
-"""Consistency checks of a featx cache's structure (layout version 1, see featx.cache).
+"""Consistency checks of a featx cache's structure (layout versions 1 and 2, see featx.cache).
 
 ``structure_problems(f)`` is what featx.cache runs every time it opens a cache: each problem is
 one line saying what is wrong (an ``_ok`` mask of the wrong length, a config that is not JSON, a
 label beyond the class names, ...), so a damaged cache is one CacheError line, not a traceback
 deep inside a run. ``check_cache(path)`` lists every problem of a file, including feature rows
-whose stored chunks can no longer be read (bit flips) and rows holding NaN or infinity; an empty
-list means the cache is healthy. ``featx check CACHE`` prints them.
+whose stored chunks can no longer be read (bit flips), rows holding NaN or infinity and, in
+layout 2, shard files that are missing or do not open; an empty list means the cache is healthy. ``featx check CACHE`` prints them.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 SAMPLE_FIELDS = ("id", "path", "label", "group", "split")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -145,6 +145,46 @@ def _failures_problems(f) -> list[str]:
     return []
 
 
+def shard_folder(f) -> Path:
+    """The folder holding a layout-2 cache's shards (named by the index, beside it)."""
+    path = Path(f.filename)
+    name = f.attrs.get("shards_dir", "") or path.name + ".shards"
+    return path.parent / (name.decode() if isinstance(name, bytes) else str(name))
+
+
+def _shards_problems(f) -> list[str]:
+    """Layout 2: the block and shard tables agree, and every shard they name is a file."""
+    import h5py
+    for key in ("blocks/start", "blocks/stop", "shards/block", "shards/what", "shards/file"):
+        if not isinstance(f.get(key), h5py.Dataset) or f[key].ndim != 1:
+            return [f"/{key} is missing or not a list (layout 2 index)"]
+    starts, stops = f["blocks/start"][()], f["blocks/stop"][()]
+    if len(starts) != len(stops) or (len(starts) and (starts[0] != 0 or (stops <= starts).any()
+                                                      or (starts[1:] != stops[:-1]).any())):
+        return ["/blocks do not tile the rows (each block must start where the previous one stops)"]
+    n = int(stops[-1]) if len(stops) else 0
+    if "samples/id" in f and f["samples/id"].shape[0] != n:
+        return [f"/samples has {f['samples/id'].shape[0]} rows but /blocks cover {n}"]
+    blocks, files = f["shards/block"][()], f["shards/file"][()]
+    whats = f["shards/what"][()]
+    if not (len(blocks) == len(files) == len(whats)):
+        return ["/shards datasets have different lengths"]
+    if len(blocks) and ((blocks < 0) | (blocks >= len(starts))).any():
+        return ["/shards/block names a block that does not exist"]
+    have_samples = {int(b) for b, w in zip(blocks, whats) if (w.decode() if isinstance(w, bytes) else w) == ""}
+    if have_samples != set(range(len(starts))):
+        return ["a block has no samples shard in /shards"]
+    folder, out = shard_folder(f), []
+    for name in files:
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        if "/" in name or name in ("", ".", ".."):
+            out.append(f"/shards/file names {name!r}, not a file in the shards folder")
+        elif not (folder / name).is_file():
+            out.append(f"shard {folder.name}/{name} is missing (a layout-2 cache is CACHE.h5 plus its "
+                       f"{folder.name}/ folder: copy or move both, or use featx.cache.copy_cache)")
+    return out
+
+
 def structure_problems(f) -> list[str]:
     """Every structural problem of an open cache (h5py.File), one line each; [] if consistent.
 
@@ -152,6 +192,10 @@ def structure_problems(f) -> list[str]:
     problem = version_problem(f)
     if problem:
         return [problem]
+    if int(np.asarray(f.attrs["featx_layout_version"]).item()) >= 2:
+        problems = _shards_problems(f)
+        if problems:
+            return problems
     out, n = _samples_problems(f)
     out += _features_problems(f, n)
     out += _failures_problems(f)
@@ -168,6 +212,23 @@ def nonfinite_rows(ds, rows: np.ndarray | None = None, block_bytes: int = 64 << 
             continue
         bad[a:a + step] = ~np.isfinite(ds[a:a + step]).all(axis=1)
     return bad
+
+
+def _shard_file_problems(f) -> list[str]:
+    """Layout 2: every shard file opens and every value in it reads."""
+    import h5py
+    if "shards" not in f:
+        return []
+    out, folder = [], shard_folder(f)
+    for name in f["shards/file"][()]:
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        try:
+            with h5py.File(folder / name, "r") as s:
+                for key in s:
+                    s[key][()] if s[key].ndim < 2 else nonfinite_rows(s[key])
+        except Exception as e:
+            out.append(f"shard {folder.name}/{name} cannot be read ({type(e).__name__}: {' '.join(str(e).split())[:200]})")
+    return out
 
 
 def check_cache(path: str | Path) -> list[str]:
@@ -206,6 +267,9 @@ def check_cache(path: str | Path) -> list[str]:
             f.visititems(visit)
         except Exception as e:
             problems.append(f"cannot walk the cache ({type(e).__name__}: {' '.join(str(e).split())[:200]})")
+        if problems:
+            return problems
+        problems = _shard_file_problems(f)
         if problems:
             return problems
         for name in f.get("features", {}):

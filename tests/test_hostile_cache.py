@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 
@@ -68,7 +67,7 @@ EDITS = {
 def test_inconsistent_cache_is_one_error_line(base_cache, tmp_path, kind):
     edit, words = EDITS[kind]
     cache = tmp_path / "c.h5"
-    shutil.copy(base_cache, cache)
+    C.copy_cache(base_cache, cache)
     _edit(cache, edit)
     problems = check_cache(cache)
     assert any(words in p for p in problems), problems
@@ -105,27 +104,41 @@ def test_check_command_healthy_cache(base_cache):
 
 
 def test_nan_rows_are_not_done_and_re_extract_recomputes_them(tmp_path):
+    """A row holding NaN reaches the cache through the journal (layout 2 checks rows as they are
+    committed): it is stored as not computed, and the next extraction recomputes it. A NaN written
+    into a computed row from outside is what `featx check` reports."""
     from featx.extraction import extract
     for i in range(4):
         jpeg(tmp_path / "img" / f"{i}.jpg", i)
     kw = dict(backbones=[TINY], weights="none", precision="fp32", workers=0, progress=False)
-    extract([tmp_path / "img"], tmp_path / "c.h5", **kw)
+    extract([tmp_path / "img"], tmp_path / "ref.h5", **kw)
+    (tmp_path / "img" / "3.jpg").rename(tmp_path / "3.jpg")
+    cache = tmp_path / "c.h5"
+    extract([tmp_path / "img"], cache, **kw)
     name = "test_efficientnet_random"
-    with h5py.File(tmp_path / "c.h5", "r+") as f:
-        ref = f["features"][name][()]
-        f["features"][name][1] = np.nan
-    assert any("1 computed rows holding NaN" in p for p in check_cache(tmp_path / "c.h5"))
-    assert len(C.read_state(tmp_path / "c.h5").done[name]) == 3
-    summary = extract([tmp_path / "img"], tmp_path / "c.h5", **kw)
+    (tmp_path / "3.jpg").rename(tmp_path / "img" / "3.jpg")
+    sample = next(s for s in scan_sources([tmp_path / "img"]).samples if s.path.endswith("3.jpg"))
+    rec = C.BatchRecord()
+    rec.add_sample(sample)
+    width = C.load_features(cache, name).X.shape[1]
+    rec.sets.append(C.SetRows(name, C.list_sets(cache)[name], "deep", [sample.id], np.full((1, width), np.nan, np.float32)))
+    C.Journal(cache).append(rec)
+    with C.CacheLock(cache):
+        C.commit(cache)
+    assert check_cache(cache) == [] and len(C.read_state(cache).done[name]) == 3
+    summary = extract([tmp_path / "img"], cache, **kw)
     assert (summary.ok, summary.reused) == (1, 3)
-    with h5py.File(tmp_path / "c.h5", "r") as f:
-        np.testing.assert_allclose(f["features"][name][()], ref, rtol=1e-5, atol=1e-6)
-    assert check_cache(tmp_path / "c.h5") == []
+    ref, got = C.load_features(tmp_path / "ref.h5", name), C.load_features(cache, name)
+    order = {i: k for k, i in enumerate(got.ids)}
+    np.testing.assert_allclose(got.X[[order[i] for i in ref.ids]], ref.X, rtol=1e-5, atol=1e-6)
+    with h5py.File(cache, "r+") as f:  # written through the virtual dataset into its shard
+        f["features"][name][1] = np.nan
+    assert any("1 computed rows holding NaN" in p for p in check_cache(cache))
 
 
 def test_commit_removes_only_its_own_temporary_files(base_cache, tmp_path):
     cache = tmp_path / "c.h5"
-    shutil.copy(base_cache, cache)
+    C.copy_cache(base_cache, cache)
     mine = tmp_path / "c.h5.tmp-notes"
     mine.write_text("user data")
     lookalike = tmp_path / "c.h5.tmp-featx-123-0123abcd"
@@ -141,7 +154,7 @@ def test_commit_removes_only_its_own_temporary_files(base_cache, tmp_path):
 
 def test_unreadable_journal_record_is_quarantined_with_a_warning(base_cache, tmp_path, caplog):
     cache = tmp_path / "c.h5"
-    shutil.copy(base_cache, cache)
+    C.copy_cache(base_cache, cache)
     jdir = C.journal_dir(cache)
     jdir.mkdir()
     (jdir / "00000001-garbage-000000001.npz").write_bytes(b"PK\x03\x04 not a zip")
@@ -235,7 +248,7 @@ _targets = st.sampled_from([("/", "featx_layout_version"), ("samples/label", "cl
                                                                    "failures/reason", "features/firstorder_ok"]))
 def test_cache_edits_are_cache_errors_or_readable(base_cache, tmp_path_factory, target, value, drop):
     cache = tmp_path_factory.mktemp("edit") / "c.h5"
-    shutil.copy(base_cache, cache)
+    C.copy_cache(base_cache, cache)
     with h5py.File(cache, "r+") as f:
         f[target[0]].attrs[target[1]] = value
         if drop:

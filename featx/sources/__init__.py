@@ -10,13 +10,15 @@ import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Iterable
 
 from featx.errors import DecodeError, SourceError
 from featx.safeio import file_type_name, not_regular_reason
 from featx.sources import dicom as _dicom
-from featx.sources.base import Failure, ReadOptions, Sample, ScanResult, path_problem, sha256_file
+from featx.sources.base import (Failure, ReadOptions, Sample, ScanMemo, ScanResult, content_id, path_problem,
+                               sha256_file)  # noqa: F401  (sha256_file: featx.sources.sha256_file stays)
 from featx.sources.folder import plan_folder
 from featx.sources.images import looks_like_image
 from featx.sources.manifest import scan_manifest
@@ -33,8 +35,10 @@ def _head(path: Path, n: int = 132) -> bytes:
         return f.read(n)
 
 
-def scan_file(path: Path, label: str | None = None, group: str = "", split: str = "") -> ScanResult:
-    """Sample records for one file, its kind found from its content."""
+def scan_file(path: Path, label: str | None = None, group: str = "", split: str = "",
+              memo: ScanMemo | None = None) -> ScanResult:
+    """Sample records for one file, its kind found from its content; its content id is taken from
+    ``memo`` when the file's size, mtime, ctime and inode are those remembered (see content_id)."""
     path = Path(path)
     res = ScanResult()
     problem = path_problem(path) or not_regular_reason(path)
@@ -52,20 +56,23 @@ def scan_file(path: Path, label: str | None = None, group: str = "", split: str 
     try:
         if _dicom.is_dicom(head):
             ds = _dicom.read_header(str(path))
-            digest = sha256_file(path)
+            resolved = str(path.resolve())
+            digest, stat = content_id(path, memo, resolved)
             group = group or str(getattr(ds, "PatientID", "") or "")
             frames = _dicom.n_frames(ds)
             for k in range(frames):
                 res.samples.append(Sample(
                     id=digest if frames == 1 else f"{digest}#{k}",
                     path=str(path) if frames == 1 else f"{path}::{k}", reader="dicom",
-                    file=str(path.resolve()), index=None if frames == 1 else str(k),
-                    label=label, group=group, split=split))
+                    file=resolved, index=None if frames == 1 else str(k),
+                    label=label, group=group, split=split, file_stat=stat))
         elif looks_like_image(head):
-            res.samples.append(Sample(id=sha256_file(path), path=str(path), reader="image",
-                                      file=str(path.resolve()), label=label, group=group, split=split))
+            resolved = str(path.resolve())
+            digest, stat = content_id(path, memo, resolved)
+            res.samples.append(Sample(id=digest, path=str(path), reader="image", file=resolved,
+                                      label=label, group=group, split=split, file_stat=stat))
         elif head.startswith(ZIP_MAGIC) and path.suffix.lower() == ".npz":
-            sub = scan_npz(path)
+            sub = scan_npz_memo(path, memo)
             res.samples.extend(sub.samples)
             res.failures.extend(sub.failures)
         else:
@@ -75,7 +82,16 @@ def scan_file(path: Path, label: str | None = None, group: str = "", split: str 
     return res
 
 
-def _scan_one_source(src: Path, allow_outside: bool, threads: int) -> ScanResult:
+def scan_npz_memo(path: Path, memo: ScanMemo | None) -> ScanResult:
+    """scan_npz with the archive's content id taken from ``memo`` when it is unchanged."""
+    resolved = str(Path(path).resolve())
+    digest, stat = content_id(path, memo, resolved)
+    res = scan_npz(path, file_hash=digest)
+    res.samples = [replace(s, file_stat=stat) for s in res.samples]
+    return res
+
+
+def _scan_one_source(src: Path, allow_outside: bool, threads: int, memo: ScanMemo | None = None) -> ScanResult:
     problem = path_problem(src)
     if problem:
         return ScanResult(failures=[Failure(str(src), problem)])
@@ -90,19 +106,23 @@ def _scan_one_source(src: Path, allow_outside: bool, threads: int) -> ScanResult
         plan, failures = plan_folder(src)
         res = ScanResult(failures=failures)
         with ThreadPoolExecutor(threads) as pool:  # hashing releases the GIL
-            for sub in pool.map(lambda p: scan_file(p[0], label=p[1], split=p[2]), plan):
+            for sub in pool.map(lambda p: scan_file(p[0], label=p[1], split=p[2], memo=memo), plan):
                 res.samples.extend(sub.samples)
                 res.failures.extend(sub.failures)
         return res
     if src.suffix.lower() in _MANIFEST_SUFFIXES:
-        return scan_manifest(src, allow_outside=allow_outside, sniff=scan_file)
+        return scan_manifest(src, allow_outside=allow_outside, sniff=partial(scan_file, memo=memo))
     if src.suffix.lower() == ".npz":
-        return scan_npz(src)
-    return scan_file(src)
+        return scan_npz_memo(src, memo)
+    return scan_file(src, memo=memo)
 
 
-def scan_sources(sources: Iterable[str | Path], allow_outside: bool = False, threads: int = 4) -> ScanResult:
+def scan_sources(sources: Iterable[str | Path], allow_outside: bool = False, threads: int = 4,
+                 memo: ScanMemo | None = None) -> ScanResult:
     """All samples of all sources, in a stable order; files with the same bytes are flagged.
+
+    ``memo`` (``featx.cache.read_memo(cache)``) lets unchanged files keep their content id
+    without being read again; None hashes every file (``--rehash``).
 
     Raises SourceError only for a source that cannot be used at all (an unreadable manifest or
     npz); anything per-file becomes a Failure and the scan goes on.
@@ -112,7 +132,7 @@ def scan_sources(sources: Iterable[str | Path], allow_outside: bool = False, thr
     copies: dict[str, int] = {}
     for src in sources:
         src = Path(src)
-        res = _scan_one_source(src, allow_outside, threads)
+        res = _scan_one_source(src, allow_outside, threads, memo)
         total.failures.extend(res.failures)
         for s in res.samples:
             first = seen.get(s.id)

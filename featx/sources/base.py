@@ -69,6 +69,7 @@ class Sample:
     group: str = ""
     split: str = ""
     duplicate_of: str = ""
+    file_stat: tuple[int, int, int, int] | None = None   # (size, mtime_ns, ctime_ns, inode) when id was computed
 
     def load(self, options: ReadOptions = ReadOptions()) -> np.ndarray:
         from featx.sources import readers
@@ -98,6 +99,32 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
                 break
             h.update(b)
     return h.hexdigest()
+
+
+def stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What the scan memo compares: (size, mtime_ns, ctime_ns, inode)."""
+    return (int(st.st_size), int(st.st_mtime_ns), int(st.st_ctime_ns), int(st.st_ino))
+
+
+ScanMemo = dict  # resolved file path -> (size, mtime_ns, ctime_ns, inode, sha256), see featx.cache.read_memo
+
+
+def content_id(path: str | Path, memo: ScanMemo | None = None, key: str | None = None
+               ) -> tuple[str, tuple[int, int, int, int] | None]:
+    """(sha256 of the file's bytes, its stat key) -- the digest taken from ``memo`` without reading
+    the file when the memo holds ``key`` (the resolved path) with the same size, mtime_ns,
+    ctime_ns and inode. Any difference re-hashes. A file changing while it is hashed gets no stat
+    key (so the cache does not remember it). Limit: a rewrite that keeps size, mtime and inode and
+    whose ctime is unchanged too (a clock set back, a file system without ctime) is not seen;
+    ``rehash`` (no memo) hashes every file."""
+    before = stat_key(os.stat(path))
+    if memo:
+        hit = memo.get(key if key is not None else str(Path(path).resolve()))
+        if hit is not None and tuple(hit[:4]) == before:
+            return str(hit[4]), before
+    digest = sha256_file(path)
+    after = stat_key(os.stat(path))
+    return digest, (before if after == before else None)
 
 
 def normalize_split(name: str | None) -> str:

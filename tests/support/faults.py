@@ -264,3 +264,41 @@ def trial_ok(c: dict, ref_failures: int | None = None) -> bool:
     good = (c["missing"] == 0 and c["duplicated"] == 0 and c["unexpected"] == 0 and c["max_diff"] < 1e-5
             and c.get("filler_equal", True))
     return good and (ref_failures is None or c["failures"] == ref_failures)
+
+
+# ----------------------------------------------------------------------------------------------
+# Kills at exact points of a layout-2 commit
+
+KILL_POINTS = ("shard-write", "index-write", "after-index-rename")
+
+
+def arm(point: str) -> None:
+    """SIGKILL this process at ``point`` of its first commit that writes rows: ``shard-write`` (a set
+    shard's rows written, the file not closed), ``index-write`` (the new index written under its
+    temporary name, not renamed), ``after-index-rename`` (the new index in place, the journal not
+    yet deleted)."""
+    import sys
+    import featx.cache  # noqa: F401
+    commit_mod = sys.modules["featx.cache.commit"]  # featx.cache.commit the attribute is the function
+    store = sys.modules["featx.cache.store"]
+
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+    if point == "shard-write":
+        put = store.SetShard.put
+        store.SetShard.put = lambda self, *a, **k: (put(self, *a, **k), die())
+    elif point == "index-write":
+        sync = store.fsync_file
+        store.fsync_file = lambda p: die() if ".tmp-featx-" in Path(p).name else sync(p)
+    elif point == "after-index-rename":
+        write = commit_mod.write_index
+        commit_mod.write_index = lambda *a, **k: (write(*a, **k), die())
+    else:
+        raise ValueError(point)
+
+
+def killing_argv(argv: list[str], point: str) -> list[str]:
+    """``argv`` (``python -m featx.cli ...``) run with ``arm(point)`` first."""
+    code = ("import runpy, sys; from tests.support.faults import arm; arm(sys.argv.pop(1)); "
+            "sys.argv[0] = 'featx'; runpy.run_module('featx.cli', run_name='__main__')")
+    return [argv[0], "-c", code, point, *argv[3:]]
