@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from featx.cache import copy_cache  # noqa: E402  (a layout-2 cache is the index and its shards)
+
 # The generators and checks are shared with the tests (tests/support/faults.py).
 from tests.support import SHARED, TINY_SET, extract_argv as _extract_argv  # noqa: E402
 from tests.support.faults import (  # noqa: E402
@@ -78,7 +80,7 @@ def kill_trials(work: Path, n_trials: int, n_images: int, seed: int, log=print) 
     make_filler_cache(base, rows=6000, dim=512)
     filler = read_set(base, FILLER_SET)
     ref_cache = work / "ref.h5"
-    shutil.copy(base, ref_cache)
+    copy_cache(base, ref_cache)
     t = time.time()
     r = run(extract_argv(src, ref_cache))
     horizon = time.time() - t
@@ -89,7 +91,7 @@ def kill_trials(work: Path, n_trials: int, n_images: int, seed: int, log=print) 
     # how long one commit of this cache takes, to spread kills over it
     t = time.time()
     probe = work / "probe.h5"
-    shutil.copy(ref_cache, probe)
+    copy_cache(ref_cache, probe)
     from featx import cache as C
     C.Journal(probe).append(C.BatchRecord(failures=[("x", "probe", "source")]))
     C.commit(probe)
@@ -102,7 +104,7 @@ def kill_trials(work: Path, n_trials: int, n_images: int, seed: int, log=print) 
     for k in range(n_trials):
         kind = kinds[k % len(kinds)]
         cache = work / f"t{k}.h5"
-        shutil.copy(base, cache)
+        copy_cache(base, cache)
         argv = extract_argv(src, cache)
         faults = []
         if kind == "recovery-commit":

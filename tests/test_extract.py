@@ -30,7 +30,9 @@ def test_breastmnist_cache_with_real_weights_read_by_bare_h5py(breast_cache):
         cfg = json.loads(f["features/efficientnet_lite0"].attrs["config"])
         names = json.loads(f["samples/label"].attrs["class_names"])
         assert f.attrs["featx_layout_version"] == C.LAYOUT_VERSION
-        assert f["features/efficientnet_lite0"].compression == "gzip"
+        assert f["features/efficientnet_lite0"].is_virtual   # layout 2: a view over the shards
+    with h5py.File(next(C.shards_dir(cache).glob("f-*.h5")), "r") as shard:
+        assert shard["X"].compression == "gzip"
     assert X.shape == (780, 1280) and X.dtype == np.float32 and np.isfinite(X).all()
     assert len(set(ids)) == 780
     assert (split == "test").sum() == 156 and (split == "train").sum() == 546 and (split == "val").sum() == 78

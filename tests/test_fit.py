@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
+from featx import cache as C
 from featx.errors import CacheError, ConfigMismatchError, FeatxError
 from featx.fit import (
     compare,
@@ -218,7 +219,7 @@ def test_breastmnist_svm_reaches_auc_087_and_predict_from_the_npz_gives_780_rows
     model = res.save(tmp_path / "svm.joblib")
     # predict from the raw npz; extraction goes through a cache that already holds these images
     work = tmp_path / "predict.h5"
-    shutil.copy(breast_cache, work)
+    C.copy_cache(breast_cache, work)   # the index and its shards
     df = predict(model, [str(BREAST_NPZ)], cache=work, out=tmp_path / "preds.csv")
     assert len(df) == 780 and (df["predicted_index"] >= 0).all()
     assert df["split"].value_counts().to_dict() == {"train": 546, "test": 156, "val": 78}

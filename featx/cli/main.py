@@ -5,6 +5,7 @@ import click
 
 from featx.cli.check import check_cmd
 from featx.cli.common import FeatxGroup, setup_logging
+from featx.cli.compact import compact_cmd
 from featx.cli.compare import compare_cmd
 from featx.cli.demo import demo_cmd
 from featx.cli.explain import explain_cmd
@@ -38,6 +39,7 @@ main.add_command(fit_cmd)
 main.add_command(predict_cmd)
 main.add_command(compare_cmd)
 main.add_command(check_cmd)
+main.add_command(compact_cmd)
 main.add_command(explain_cmd)
 main.add_command(robustness_cmd)
 

@@ -47,7 +47,7 @@ def extract(sources: Sequence[str | Path] | str | Path, cache: str | Path,
             strict: bool = False, window=None, intensity: str = "auto", concat_layers: bool = False,
             jpeg_draft: bool = True, allow_outside: bool = False, name: str | None = None,
             progress: bool = True, config: ExtractConfig | None = None,
-            engine: Engine | None = None) -> ExtractSummary:
+            engine: Engine | None = None, rehash: bool = False) -> ExtractSummary:
     """Extract features of every image in ``sources`` into the HDF5 ``cache``; see ExtractConfig.
 
     ``engine`` runs the batches: None (this machine, LocalEngine) or
@@ -59,7 +59,7 @@ def extract(sources: Sequence[str | Path] | str | Path, cache: str | Path,
                                layers=_tup(layers), concat_layers=concat_layers, pooling=pooling, weights=weights,
                                device=device, precision=precision, batch_size=int(batch_size), workers=workers,
                                window=window, intensity=intensity, jpeg_draft=jpeg_draft, strict=strict,
-                               allow_outside=allow_outside, name=name)
+                               allow_outside=allow_outside, name=name, rehash=rehash)
     if isinstance(sources, (str, Path)):
         sources = [sources]
     return run(list(sources), Path(cache), config, progress, engine or LocalEngine())
@@ -127,7 +127,8 @@ def run(sources: list, cache: Path, cfg: ExtractConfig, progress: bool, engine: 
     check_config(cfg)
     engine.check(cfg)
     summary = ExtractSummary(cache=str(cache))
-    scan = scan_sources(sources, allow_outside=cfg.allow_outside)
+    memo = None if cfg.rehash or not cache.exists() else C.read_memo(cache)  # unchanged files are not read again
+    scan = scan_sources(sources, allow_outside=cfg.allow_outside, memo=memo)
     _log_scan(scan)
     summary.warnings = list(scan.warnings)
     if not scan.samples:

@@ -27,6 +27,7 @@ class ExtractConfig:
     jpeg_draft: bool = True
     strict: bool = False
     allow_outside: bool = False
+    rehash: bool = False           # hash every input again instead of trusting the cache's memo
     name: str | None = None
 
     def read_options(self, draft_size: int | None) -> ReadOptions:
