@@ -16,7 +16,7 @@ from featx.deep import DeepFeatures
 from featx.handcrafted.estimators import FirstOrderFeatures, GLCMFeatures, HOGFeatures, LBPFeatures
 from featx.heads.elm import ELMClassifier, ELMRegressor
 from featx.heads.wrappers import CalibratedHead, ELMHead, XGBoostHead
-from test_handcrafted_estimators import EXPECTED_FAILED as HANDCRAFTED_EXPECTED_FAILED
+from tests.test_handcrafted_estimators import EXPECTED_FAILED as HANDCRAFTED_EXPECTED_FAILED
 
 TINY = "timm/test_efficientnet"
 
