@@ -25,12 +25,13 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from featx.bundle import ModelBundle
 from featx.errors import FeatxError
 from featx.evaluate import auc_score, make_cv, plan_evaluation, tuning_cv
-from featx.fit.fitting import validate_fit_options
+from featx.fit.fitting import add_ordinal_metrics, validate_fit_options
 from featx.fit.pipeline import build_pipeline, parse_pca
 from featx.fit.protocol import predict_rows
 from featx.fit.results import Evaluation, FitResult, metrics_block
 from featx.fit.search import PREFIX, SCORINGS, Tuner, head_name, head_params, head_plan, run_parallel
 from featx.fit.tables import imbalance_note, load_table, parse_choices, parse_sets
+from featx.heads.ordinal import graded_class_names
 from featx.heads.zoo import CalibratedHead
 from featx.jsonutil import to_jsonable
 from featx.progress import as_progress
@@ -380,6 +381,8 @@ def fit_ensemble(
         ev = Evaluation("test", y[te], y_pred, scores, table.class_names, table.ids[te], table.paths[te],
                         splits=table.splits[te])
         metrics = {"test": metrics_block(ev, n_boot, seed)}
+        if graded_class_names(table.class_names):
+            add_ordinal_metrics(metrics["test"], ev, n_boot, seed)
         n_fit = int(plan.refit_idx.size)
     else:
         oof_pred = np.full(len(y), -1, np.int64)
@@ -396,6 +399,8 @@ def fit_ensemble(
         ev = Evaluation("cv", y[idx], oof_pred[idx], oof_scores[idx], table.class_names, table.ids[idx],
                         table.paths[idx], fold_of[idx], table.splits[idx])
         block = metrics_block(ev, n_boot, seed)
+        if graded_class_names(table.class_names):
+            add_ordinal_metrics(block, ev, n_boot, seed)
         block["n_splits"] = plan.n_splits
         block["pooled"] = "metrics and ci95 are computed on the pooled out-of-fold predictions"
         metrics = {"cv": block}
