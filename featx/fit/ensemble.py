@@ -83,7 +83,7 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         self.classes_ = np.unique(y)
         if self.classes_.size < 2:
-            raise ValueError("EnsembleClassifier needs samples of at least two classes")
+            raise ValueError("EnsembleClassifier needs samples of at least two classes; got one class")
         from joblib import delayed
 
         keep = np.flatnonzero(w > 0)
@@ -103,7 +103,8 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         return out
 
     def predict(self, X):
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
 
 def _fit_member(est, X, y):

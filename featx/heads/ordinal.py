@@ -48,7 +48,7 @@ class OrdinalClassifier(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         self.classes_ = np.unique(y)
         if self.classes_.size < 2:
-            raise ValueError("OrdinalClassifier needs samples of at least two classes")
+            raise ValueError("OrdinalClassifier needs samples of at least two classes; got one class")
         rank = np.searchsorted(self.classes_, y)
         self.estimators_ = []
         for k in range(self.classes_.size - 1):
@@ -80,11 +80,13 @@ class OrdinalClassifier(ClassifierMixin, BaseEstimator):
         return proba / total
 
     def predict(self, X):
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
     def expected_grade(self, X) -> np.ndarray:
         """Probability-weighted mean class index (0 .. K-1) per row."""
-        return self.predict_proba(X) @ np.arange(self.classes_.size)
+        proba = self.predict_proba(X)
+        return proba @ np.arange(proba.shape[1])
 
 
 def graded_class_names(class_names: Sequence[str]) -> bool:
