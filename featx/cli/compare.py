@@ -9,7 +9,6 @@ from featx.cli.fit import JOBS, common_options, fit_kwargs, start_loading
 COMPARE_EPILOG = """\b
 Examples:
   featx compare breast.h5 --features efficientnet_lite0,hog,efficientnet_lite0+hog -o board.csv
-  featx compare chest.h5 --features efficientnet_lite0 --heads svm,logreg --jobs 2 -o board.csv
   featx compare breast.h5 --features efficientnet_lite0,efficientnet_lite2 --heads svm,logreg --ensemble -o board.csv
 """
 

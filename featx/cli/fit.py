@@ -14,8 +14,7 @@ JOBS = WholeNumber(1, also={-1: "all cores"})
 
 FIT_EPILOG = """\b
 Examples:
-  featx fit breast.h5 --features efficientnet_lite0,efficientnet_lite2 -o ens.joblib   (ensemble of heads x sets)
-  featx fit breast.h5 --features efficientnet_lite0 --head svm -o svm.joblib --report report/
+  featx fit breast.h5 --features efficientnet_lite0,efficientnet_lite2 -o ens.joblib --report report/  (ensemble)
   featx fit chest.h5 --features efficientnet_lite0,hog --head logreg --param C=0.1 -o lr.joblib
 """
 
@@ -147,21 +146,18 @@ def fit_cmd(cache, features, head, ensemble_heads, choices, rounds, select_on, o
         params = checked_params(head, params)
     progress = start_loading(cache, quiet)
     try:
-        if ensemble:
-            from featx.fit import fit_ensemble
-
-            result = fit_ensemble(cache, split_list(features), heads=ensemble_heads, choices=choices, rounds=rounds,
-                                  select_on=select_on, n_jobs=n_jobs, **fit_kwargs(**kw), progress=progress)
-        elif engine == "ray":
+        if engine == "ray":
             from featx.engines import require_ray
             require_ray()
             from featx.engines.ray_fit import fit_ray as fit
         else:
             from featx.fit import fit
-        if not ensemble:
+        if ensemble:
+            extra = dict(heads=ensemble_heads, choices=choices, rounds=rounds, select_on=select_on)
+        else:
             extra = {} if engine == "ray" else {"ordinal": ordinal}
-            result = fit(cache, split_list(features), head, params=params, n_jobs=n_jobs, **fit_kwargs(**kw),
-                         progress=progress, **extra)
+        result = fit(cache, split_list(features), head, params=params, n_jobs=n_jobs, **fit_kwargs(**kw),
+                     progress=progress, **extra)
     finally:
         progress.close()
     path = result.save(output)
