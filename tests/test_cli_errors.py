@@ -32,7 +32,7 @@ def toy_cache(tmp_path):
     return write_cache(tmp_path / "toy.h5", sets, y, splits=split_labels(120), class_names=["benign", "malignant"])
 
 
-FIT = ("fit", "CACHE", "--features", "a", "-o", "m.joblib")
+FIT = ("fit", "CACHE", "--features", "a", "--head", "svm", "-o", "m.joblib")
 
 
 @pytest.mark.parametrize("extra, must_say", [
@@ -165,7 +165,7 @@ def test_registry_defaults_and_choices():
     from featx.runtime import PRECISIONS
 
     opts = {p.name: p for p in main.commands["fit"].params} | {p.name: p for p in main.commands["extract"].params}
-    assert tuple(opts["head"].type.choices) == HEADS and tuple(opts["scoring"].type.choices) == SCORINGS
+    assert tuple(opts["head"].type.choices) == HEADS + ("ensemble",) and tuple(opts["scoring"].type.choices) == SCORINGS
     assert tuple(opts["pooling"].type.choices) == POOLINGS and tuple(opts["precision"].type.choices) == PRECISIONS
     for name in ("head", "scoring", "pooling", "precision"):
         assert opts[name].default in opts[name].type.choices

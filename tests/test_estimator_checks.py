@@ -10,11 +10,14 @@ import warnings
 
 import pytest
 from sklearn.linear_model import LogisticRegression
+from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from featx.deep import DeepFeatures
+from featx.fit.ensemble import EnsembleClassifier
 from featx.handcrafted.estimators import FirstOrderFeatures, GLCMFeatures, HOGFeatures, LBPFeatures
 from featx.heads.elm import ELMClassifier, ELMRegressor
+from featx.heads.ordinal import OrdinalClassifier
 from featx.heads.wrappers import CalibratedHead, ELMHead, XGBoostHead
 from tests.test_handcrafted_estimators import EXPECTED_FAILED as HANDCRAFTED_EXPECTED_FAILED
 
@@ -56,6 +59,8 @@ ESTIMATORS = [
     ELMHead(n_hidden=20, class_weight="balanced"),
     ELMClassifier(n_hidden=20),
     ELMRegressor(n_hidden=20),
+    EnsembleClassifier([("logreg", LogisticRegression()), ("tree", DecisionTreeClassifier(random_state=0))], [2, 1]),
+    OrdinalClassifier(LogisticRegression()),
     HOGFeatures(), LBPFeatures(), GLCMFeatures(), FirstOrderFeatures(),
     DeepFeatures(backbone=TINY, weights="none", device="cpu", batch_size=8),
 ]
@@ -84,6 +89,7 @@ def test_sklearn_estimator_checks(estimator, check):
             raise AssertionError(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
 
 
-@pytest.mark.parametrize("cls", [XGBoostHead, CalibratedHead, ELMHead, ELMClassifier, ELMRegressor])
+@pytest.mark.parametrize("cls", [XGBoostHead, CalibratedHead, ELMHead, ELMClassifier, ELMRegressor,
+                                 EnsembleClassifier, OrdinalClassifier])
 def test_head_classes_declare_constraints_for_every_parameter(cls):
     assert set(cls._parameter_constraints) == set(cls().get_params(deep=False))

@@ -14,7 +14,7 @@ JOBS = WholeNumber(1, also={-1: "all cores"})
 
 FIT_EPILOG = """\b
 Examples:
-  featx fit breast.h5 --features efficientnet_lite0 --head svm -o svm.joblib --report report/
+  featx fit breast.h5 --features efficientnet_lite0,efficientnet_lite2 -o ens.joblib --report report/  (ensemble)
   featx fit chest.h5 --features efficientnet_lite0,hog --head logreg --param C=0.1 -o lr.joblib
 """
 
@@ -47,6 +47,17 @@ def checked_params(head: str, values) -> dict:
     return params
 
 
+def checked_heads(text: str) -> list[str]:
+    """--heads svm,logreg -> canonical head names; BadParameter naming --heads otherwise."""
+    from featx.errors import FeatxError
+    from featx.heads.zoo import check_head_name
+
+    try:
+        return [check_head_name(h) for h in split_list([text])]
+    except FeatxError as e:
+        raise click.BadParameter(str(e), param_hint="'--heads'") from None
+
+
 def _ci(block, key):
     lo, hi = (block.get("ci95") or {}).get(key, [None, None])
     return f" ({lo:.3f}-{hi:.3f})" if lo is not None else ""
@@ -56,9 +67,13 @@ def summary_line(result) -> str:
     m = result.primary
     where = "test" if result.evaluation.name == "test" else f"{m.get('n_splits')}-fold CV"
     auc = "n/a" if m.get("auc") is None else f"{m['auc']:.3f}{_ci(m, 'auc')}"
+    graded = f" QWK {m['qwk']:.3f}{_ci(m, 'qwk')} MAE {m['mae_grade']:.3f}" if m.get("qwk") is not None else ""
+    if result.head == "ensemble":
+        members = ", ".join(f"{e['weight']:.2f} {e['features']}/{e['head']}" for e in result.best_params["members"])
+    else:
+        members = json.dumps(result.best_params, sort_keys=True, default=str)
     return (f"{result.head} on {'+'.join(result.feature_sets)}: {where} ACC {m['accuracy']:.3f}{_ci(m, 'accuracy')} "
-            f"AUC {auc} balanced ACC {m['balanced_accuracy']:.3f} "
-            f"[{json.dumps(result.best_params, sort_keys=True, default=str)}]")
+            f"AUC {auc} balanced ACC {m['balanced_accuracy']:.3f}{graded} [{members}]")
 
 
 def common_options(fn):
@@ -107,20 +122,33 @@ def start_loading(cache: str, quiet: bool):
 @click.command("fit", epilog=FIT_EPILOG)
 @click.argument("cache", type=click.Path(exists=True))
 @click.option("--features", "features", multiple=True, required=True, help="Feature set(s) to fuse: a,b (see `featx info`).")
-@click.option("--head", type=SuggestChoice(HEADS), default="svm", show_default=True)
+@click.option("--head", type=SuggestChoice(HEADS + ("ensemble",)), default="ensemble", show_default=True, help="A head, or ensemble: greedy ensemble selection over --heads x --choices (tuned and selected on train/val only).")
+@click.option("--heads", "ensemble_heads", default="svm,logreg,xgboost,elm", show_default=True, help="--head ensemble: candidate heads, comma-separated.")
+@click.option("--choices", default=None, help="--head ensemble: feature choices 'A;A+B;...' (default: each set alone and all fused).")
+@click.option("--rounds", type=WholeNumber(1, "selection rounds"), default=50, show_default=True, help="--head ensemble: greedy selection rounds (members picked with replacement).")
+@click.option("--select-on", type=SuggestChoice(["auto", "val", "oof"]), default="auto", show_default=True, help="--head ensemble: rows the selection scores: val, out-of-fold over train+val, or auto (val when there is one).")
+@click.option("--ordinal/--nominal", "ordinal", default=None, help="Graded labels: ordinal head (Frank & Hall). Default: ordinal when the class names are ordered integers (3 or more).")
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False), help="Model bundle to write (MODEL.joblib, plus MODEL.joblib.sha256).")
 @click.option("--report", "report", type=click.Path(file_okay=False), default=None, help="Write metrics.json, report.md/.html and plots here.")
 @click.option("--param", "params", multiple=True, help="Fix a head parameter: --param C=3 (repeatable; removed from the search).")
 @click.option("--jobs", "n_jobs", type=JOBS, default=-1, show_default=True, help="Parallel search candidates (-1: all cores).")
 @common_options
 @click.option("--engine", type=SuggestChoice(["local", "ray"]), default="local", show_default=True, help="ray: search/CV fits as Ray tasks ($RAY_ADDRESS or a local Ray); xgboost on large caches through Ray Train. Needs featx[ray].")
-def fit_cmd(cache, features, head, output, report, params, n_jobs, quiet, force, engine="local", **kw):
-    """Fit a HEAD on feature sets of CACHE, evaluate it and save the model."""
+def fit_cmd(cache, features, head, ensemble_heads, choices, rounds, select_on, ordinal, output, report, params, n_jobs,
+            quiet, force, engine="local", **kw):
+    """Fit a HEAD (default: an ensemble of heads) on feature sets of CACHE, evaluate it and save the model."""
     from featx.safeio import check_output
 
     require_cache(cache)  # a folder or an image given as CACHE is the likelier mistake: say that first
     check_output(output, [cache], kind="model", force=force)
-    params = checked_params(head, params)
+    ensemble = head == "ensemble"
+    if ensemble:
+        for flag, bad in (("--param", params), ("--engine ray", engine == "ray"), ("--ordinal", ordinal)):
+            if bad:
+                raise click.UsageError(f"{flag} does not apply to --head ensemble (pick a single --head)")
+        ensemble_heads = checked_heads(ensemble_heads)
+    else:
+        params = checked_params(head, params)
     if engine == "ray":
         from featx.engines import require_ray
         require_ray()  # before anything is shown or loaded
@@ -130,8 +158,12 @@ def fit_cmd(cache, features, head, output, report, params, n_jobs, quiet, force,
             from featx.engines.ray_fit import fit_ray as fit
         else:
             from featx.fit import fit
+        if ensemble:
+            extra = dict(heads=ensemble_heads, choices=choices, rounds=rounds, select_on=select_on)
+        else:
+            extra = {} if engine == "ray" else {"ordinal": ordinal}
         result = fit(cache, split_list(features), head, params=params, n_jobs=n_jobs, **fit_kwargs(**kw),
-                     progress=progress)
+                     progress=progress, **extra)
     finally:
         progress.close()
     path = result.save(output)

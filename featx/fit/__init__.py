@@ -20,12 +20,14 @@ Evaluation protocol (:mod:`featx.fit.protocol`, see :func:`featx.evaluate.plan_e
 
 Modules: ``tables`` (set names, loading, checks), ``pipeline``, ``search`` (heads, tuning),
 ``results``, ``protocol``, ``fitting`` (:func:`fit`), ``comparing`` (:func:`compare`),
-``prediction`` (:func:`predict`).
+``prediction`` (:func:`predict`), ``ensemble`` (:func:`fit_ensemble`: greedy ensemble selection
+over feature choices x heads, one :class:`EnsembleClassifier` bundle).
 """
 from __future__ import annotations
 
 from featx.fit.comparing import compare, leader_row, run_line
-from featx.fit.fitting import fit, validate_fit_options
+from featx.fit.ensemble import ENSEMBLE_HEADS, EnsembleClassifier, fit_ensemble, greedy_selection
+from featx.fit.fitting import fit, ordinal_plan, validate_fit_options
 from featx.fit.pipeline import Reduce, block_weights, build_pipeline, parse_pca
 from featx.fit.prediction import (
     match_sets,
@@ -50,6 +52,7 @@ from featx.fit.tables import (
 from featx.table import FeatureTable
 
 __all__ = [
+    "ENSEMBLE_HEADS", "EnsembleClassifier", "fit_ensemble", "greedy_selection", "ordinal_plan",
     "CompareResult", "Evaluation", "FeatureTable", "FitResult", "HeadPlan", "Reduce",
     "SCORINGS", "SEARCHES", "SUMMARY_KEYS", "Tuner", "auc_scorer", "block_weights", "build_pipeline",
     "check_finite", "compare", "effective_groups",

@@ -1,6 +1,7 @@
 """``compare``: every (feature choice x head) on the same rows and folds, as a leaderboard."""
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import time
@@ -48,6 +49,8 @@ def compare(
     refit_on: str = "train+val",
     drop_nonfinite: bool = False,
     progress=None,
+    ensemble: bool = False,
+    ensemble_options: dict | None = None,
     **fit_kwargs,
 ) -> CompareResult:
     """Evaluate every (feature choice x head) on the same rows and folds; return a leaderboard
@@ -59,6 +62,9 @@ def compare(
     go to :func:`featx.fit.fit` (search, pca, class_weight, scoring, n_boot, ...). With ``out``
     the leaderboard is written as CSV, Markdown (``.md``) and a plot (``.png``). ``progress``
     (a :class:`featx.progress.Progress`) gets a message line and a step per finished run.
+    ``ensemble=True`` adds a row "ensemble": :func:`featx.fit.fit_ensemble` over all these choices
+    and heads on the same rows, reusing each run's tuned parameters (``ensemble_options``: its
+    ``rounds``, ``n_init``, ``select_on``).
     """
     from joblib import delayed
 
@@ -97,6 +103,25 @@ def compare(
             continue
         results.append(res)
         rows.append(leader_row(res, secs))
+    if ensemble and results:
+        from featx.fit.ensemble import fit_ensemble
+
+        t = time.perf_counter()
+        tuned = {("+".join(r.feature_sets), r.head): r.best_params for r in results}
+        ok_choices = [c for c in choices if any(("+".join(c), h) in tuned for h in head_list)]
+        accepted = set(inspect.signature(fit_ensemble).parameters) - {"plan", "refit_on", "cv", "seed", "n_jobs"}
+        ens_kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+        ens = fit_ensemble(table, all_sets, heads=[h for h in head_list if any((("+".join(c), h) in tuned)
+                                                                               for c in ok_choices)],
+                           choices=ok_choices, tuned=tuned, plan=plan, cv=cv, seed=seed, refit_on=refit_on,
+                           final=False, n_jobs=n_jobs, **ens_kwargs, **(ensemble_options or {}))
+        secs = time.perf_counter() - t
+        progress.message(run_line(ens, secs))
+        results.append(ens)
+        row = leader_row(ens, secs)
+        row["features"] = ";".join("+".join(c) for c in ok_choices)
+        row["params"] = json.dumps(ens.best_params["members"], default=str)
+        rows.append(row)
     if not rows:
         raise FeatxError("every run failed: " + "; ".join(failures), path=table.source)
     board = pd.DataFrame(rows)

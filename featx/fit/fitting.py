@@ -14,8 +14,9 @@ from featx.evaluate import EvalPlan, plan_evaluation
 from featx.fit.pipeline import build_pipeline, parse_pca
 from featx.fit.protocol import FitJob, run_cv, run_split
 from featx.fit.results import FitResult
-from featx.fit.search import HeadPlan, Tuner, head_params, head_plan
+from featx.fit.search import PREFIX, HeadPlan, Tuner, head_params, head_plan
 from featx.fit.tables import imbalance_note, load_table, parse_sets
+from featx.heads.ordinal import OrdinalClassifier, graded_class_names
 from featx.jsonutil import to_jsonable
 from featx.ood import fit_bundle_ood
 from featx.progress import as_progress
@@ -69,6 +70,11 @@ def fit(
     plan: EvalPlan | None = None,
     tuner: Tuner | None = None,
     progress=None,
+    ordinal: bool | None = False,
+    heads: str | Sequence[str] | None = None,
+    choices: str | Sequence | None = None,
+    rounds: int = 50,
+    select_on: str = "auto",
 ) -> FitResult:
     """Fit head ``head`` on feature sets ``features`` of ``cache``, evaluate it, build the bundle.
 
@@ -82,7 +88,23 @@ def fit(
     ``n_jobs``. ``final=False`` skips the final refit in the CV protocol (compare uses it);
     ``plan`` fixes the folds (compare shares them). ``progress``: a
     :class:`featx.progress.Progress` told candidate k of n and the fold while searching.
+    ``ordinal=True`` wraps the head in :class:`featx.heads.ordinal.OrdinalClassifier` (classes in
+    sorted order are grades); None decides from the class names (ordered integers, 3 or more:
+    graded, said in a note). Graded tasks also get ``qwk`` and ``mae_grade`` in the metrics.
+    ``head="ensemble"``: :func:`featx.fit.fit_ensemble` over ``heads`` x ``choices`` (``rounds``,
+    ``select_on``); ``params``, ``grid``, ``tuner`` and ``ordinal`` do not apply to it.
     """
+    if head == "ensemble":
+        from featx.fit.ensemble import ENSEMBLE_HEADS, fit_ensemble
+
+        if params or grid is not None or tuner is not None or ordinal:
+            raise FeatxError("params, grid, tuner and ordinal do not apply to head='ensemble' (pick one head)")
+        return fit_ensemble(cache, features, heads=heads or ENSEMBLE_HEADS, choices=choices, rounds=rounds,
+                            select_on=select_on, search=search, n_iter=n_iter, cv=cv, protocol=protocol,
+                            refit_on=refit_on, pca=pca, select_k=select_k, variance_threshold=variance_threshold,
+                            fusion_weights=fusion_weights, class_weight=class_weight, scoring=scoring, seed=seed,
+                            n_jobs=n_jobs, n_boot=n_boot, drop_nonfinite=drop_nonfinite, final=final, plan=plan,
+                            progress=progress)
     t0 = time.perf_counter()
     progress = as_progress(progress)
     pca = parse_pca(pca)
@@ -98,6 +120,14 @@ def fit(
     y = np.asarray(table.y)
     if len(table.class_names) < 2 or len(np.unique(y[y >= 0])) < 2:
         raise FeatxError("fitting needs labelled samples of at least two classes", path=table.source)
+    graded = graded_class_names(table.class_names)
+    if ordinal is None:
+        ordinal = graded
+        if graded:
+            notes.append(f"class names {' < '.join(table.class_names)} look like grades: ordinal "
+                         f"{spec.name} head (Frank & Hall); ordinal=False for a nominal one")
+    if ordinal:
+        spec = ordinal_plan(spec)
     imbalance = imbalance_note(y, table.class_names)
     if imbalance and not (class_weight is not None and tuner.scoring == "balanced_accuracy"):
         notes.append(imbalance)
@@ -117,6 +147,8 @@ def fit(
                    pca=pca, select_k=select_k, variance_threshold=variance_threshold,
                    fusion_weights=fusion_weights, class_weight=class_weight, seed=seed, **spec.options)
     metrics = dict(outcome.metrics)
+    if graded or ordinal:
+        add_ordinal_metrics(metrics[outcome.evaluation.name], outcome.evaluation, n_boot, seed)
     metrics["tuning"] = outcome.tuning
     metrics["protocol"] = plan.describe()
     metrics["model"] = {"head": spec.name, "feature_sets": sets, "params": best_params,
@@ -144,3 +176,28 @@ def fit(
             ood=fit_bundle_ood(outcome.model, table, plan, seed),
         )
     return result
+
+
+def ordinal_plan(spec: HeadPlan) -> HeadPlan:
+    """``spec``'s head inside an :class:`OrdinalClassifier` (its search space moved to ``base``)."""
+    base = spec.estimator
+    if spec.calibrate and not hasattr(base, "predict_proba"):
+        from featx.heads.wrappers import CalibratedHead
+        base = CalibratedHead(base)
+        inner = PREFIX + "base__estimator__"
+    else:
+        inner = PREFIX + "base__"
+    space = {inner + k[len(PREFIX):]: v for k, v in spec.space.items()}
+    return HeadPlan(f"ordinal-{spec.name}", OrdinalClassifier(base), dict(spec.params), space, False,
+                    dict(spec.options), spec.trained_on, list(spec.notes))
+
+
+def add_ordinal_metrics(block: dict, ev, n_boot: int, seed: int) -> None:
+    """Add quadratic weighted kappa and mean absolute grade error (with their CIs) to ``block``."""
+    from featx.evaluate import ordinal_metrics
+
+    om = ordinal_metrics(ev.y_true, ev.y_pred, list(range(len(ev.class_names))), n_boot=n_boot, seed=seed)
+    ci = om.pop("ci95", None)
+    block.update(om)
+    if ci and "ci95" in block:
+        block["ci95"].update(ci)
