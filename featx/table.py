@@ -121,7 +121,8 @@ class FeatureTable:
         if not problems:
             return self, 0
         if not drop:
-            raise CacheError("; ".join(problems) + "; re-extract those rows or pass --drop-nonfinite",
+            raise CacheError("; ".join(problems) + "; featx never stores such rows as computed, so the features were edited or made "
+                             "outside featx (`featx check CACHE` lists them); pass --drop-nonfinite to leave them out",
                              path=self.source)
         return self.take(~bad), int(bad.sum())
 

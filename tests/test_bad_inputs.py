@@ -178,14 +178,21 @@ def test_unreadable_manifest_is_one_line(tmp_path):
 
 
 def _labelled_cache(path: Path, bad_rows: dict[int, float]) -> None:
+    """A cache written through the journal, then damaged the way only an outside edit can: featx
+    itself stores a non-finite row as not computed (tests/test_cache_v2.py)."""
+    import h5py
+
+    from featx import cache as C
     rng = np.random.default_rng(0)
     n = 40
     X = rng.standard_normal((n, 6)).astype(np.float32)
     y = np.arange(n) % 2
     X[:, 0] += 2.0 * y
-    for r, v in bad_rows.items():
-        X[r, r % 6] = v
     journal_cache(path, X, ["ab"[k] for k in y])
+    (shard,) = C.shards_dir(path).glob("f-*.h5")
+    with h5py.File(shard, "r+") as f:
+        for r, v in bad_rows.items():
+            f["X"][r, r % 6] = v
 
 
 def test_nan_and_inf_features_stop_fit_with_one_line(tmp_path):

@@ -162,7 +162,7 @@ def test_corpus_every_bad_member_is_one_line_and_the_rest_lands(corpus):
         assert any(p.endswith(suffix) and words in reason for p, reason in got["failures"].items())
     assert r.stdout.startswith(f"26 extracted, 0 reused, {len(EXPECTED_BAD)} failed")
     assert snapshot(work / "in") == before                                # inputs untouched
-    assert sorted(p.name for p in work.iterdir()) == ["in", "out.h5"]   # no lock, journal or temp left
+    assert sorted(p.name for p in work.iterdir()) == ["in", "out.h5", "out.h5.shards"]  # no lock, journal or temp left
 
 
 def test_npz_label_minus_one_is_unknown(corpus):

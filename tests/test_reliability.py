@@ -213,8 +213,13 @@ def test_second_writer_is_refused_in_one_line_and_first_finishes(tmp_path, small
     first = subprocess.Popen(extract_argv(small_src, cache), cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     wait_for(lambda: len(C.pending_records(cache)) >= 1, first)
-    second = subprocess.run(extract_argv(small_src, cache), cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert first.poll() is None, "the first run ended before the second started"
+    os.kill(first.pid, signal.SIGSTOP)   # the first writer holds the lock mid-run, however fast it is
+    try:
+        second = subprocess.run(extract_argv(small_src, cache), cwd=ROOT, capture_output=True, text=True,
+                                timeout=300)
+        assert first.poll() is None, "the first run ended before the second started"
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     out, err = first.communicate(timeout=300)
     assert second.returncode == 2 and "Traceback" not in second.stderr and second.stdout == ""
     assert error_lines(second.stderr) == [
@@ -367,10 +372,16 @@ def test_hostile_bundle_is_refused_by_predict_before_unpickling(tmp_path, h5cach
         r = run_cli("predict", evil, h5cache, "-o", tmp_path / "p.csv")
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         (line,) = error_lines(r.stderr)
-        assert line.startswith(f"featx: error: {evil}: ") and "--trust" in line
-        assert ("sidecar" in line) if sidecar is None else ("sha256 mismatch" in line)
+        # a pickle is refused for what it is, whatever its sidecar says
+        assert line.startswith(f"featx: error: {evil}: pickle-based") and "--trust" in line
         assert not marker.exists(), "the bundle's code ran"
         assert not (tmp_path / "p.csv").exists()
+    # even with --trust, a sidecar that does not match refuses the file before unpickling
+    r = run_cli("predict", evil, h5cache, "-o", tmp_path / "p.csv", "--trust")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    (line,) = error_lines(r.stderr)
+    assert line.startswith(f"featx: error: {evil}: ") and "sha256" in line, line
+    assert not marker.exists(), "the bundle's code ran"
 
 
 def test_manifest_paths_outside_its_folder_are_refused_unless_allowed(tmp_path):

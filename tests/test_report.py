@@ -79,7 +79,7 @@ def test_report_and_predict_csvs_share_column_names(tmp_path):
     predict(res.save(tmp_path / "m.joblib"), cache=cache, out=tmp_path / "p.csv")
     predicted = pd.read_csv(tmp_path / "p.csv", keep_default_na=False)
     assert list(report.columns) == LEAD + ["score_neg", "score_pos"]
-    assert list(predicted.columns) == LEAD + ["prob_neg", "prob_pos", "note"]
+    assert list(predicted.columns) == LEAD + ["prob_neg", "prob_pos", "ood_score", "ood", "note"]
     test = predicted[predicted["split"] == "test"].set_index("id").loc[report["id"]]
     assert (report["split"] == "test").all()
     for col in ("path", "split", "true_label", "predicted_label", "predicted_index"):

@@ -179,7 +179,8 @@ def run(sources: list, cache: Path, cfg: ExtractConfig, progress: bool, engine: 
             # the rows already journaled go into the cache before the error is reported
             if bar is not None:
                 bar.close()
-            C.commit(cache)
+            if C.pending_records(cache):
+                C.commit(cache)
             raise
         finally:
             if bar is not None:
