@@ -4,7 +4,7 @@ preprocesses its input, and which taps each offers.
 :func:`list_backbones` reads metadata only (timm's pretrained configs, torchvision's weights
 enums, the installed weight packages, the local download caches): it builds no network and
 touches no network. :func:`list_layers` builds one network (random weights when no real ones
-are here) and runs one dummy input through it to measure every tap's width under each pooling.
+are here) and runs a dummy input through it once per pooling to measure every tap's width under each pooling.
 """
 from __future__ import annotations
 
@@ -157,32 +157,42 @@ def _token_poolings(model) -> tuple[str, ...]:
 
 def list_layers(name: str, weights=None) -> tuple[list[LayerInfo], str]:
     """Every tap featx accepts for backbone ``name`` (the head, each stage, each named module)
-    with its feature width under each pooling the backbone accepts, measured by one forward pass
-    of a dummy image. Returns the taps and where the weights came from (random init when no
+    with its feature width under each pooling the backbone accepts, measured on a dummy image
+    (one forward pass per pooling). Returns the taps and where the weights came from (random init when no
     pretrained weights are here: widths do not depend on weights)."""
     import torch
 
     from featx.backbones.registry import build, layer_names, resolve
-    if weights is None and not pretrained_here(resolve(name)):
-        weights = "none"
-        source = "none (random init: no pretrained weights here; widths do not depend on them)"
-    bb = build(name, weights=weights, layers=["head"])
-    if weights != "none":
-        source = bb.weights.source
+    from featx.backbones.taps import pool_module_output
+    from featx.errors import BackboneError
+    random_fallback = weights is None and not pretrained_here(resolve(name))
+    bb = build(name, weights="none" if random_fallback else weights, layers=["head"])
+    source = ("none (random init: no pretrained weights here; widths do not depend on them)"
+              if random_fallback else bb.weights.source)
     model = bb.model.model
     stages = layer_names(model)
-    modules = [n for n, _ in model.named_modules() if n]
-    taps = ["head"] + stages + [m for m in modules if m not in set(stages)]
+    hooked = [n for n, _ in model.named_modules() if n and n not in set(stages)]
     kinds = {"head": "head", **{s: "stage" for s in stages}}
     poolings = _token_poolings(model)
-    widths: dict[str, dict[str, int]] = {t: {} for t in taps}
+    widths: dict[str, dict[str, int]] = {t: {} for t in ["head", *stages, *hooked]}
     x = torch.zeros(1, 3, *bb.preprocess.crop_size)
-    for pooling in poolings:
-        fm = bb.model.with_taps(taps, pooling, lenient=True)
-        with torch.inference_mode():
-            out = fm(x)
-        fm.remove_hooks()
-        for t, v in out.items():
-            widths[t][pooling] = int(v.shape[1])
-    rows = [LayerInfo(t, kinds.get(t, "module"), widths[t]) for t in taps if widths[t]]
-    return rows, source
+    outputs: dict[str, object] = {}
+    modules = dict(model.named_modules())
+    handles = [modules[n].register_forward_hook(lambda _m, _i, o, n=n: outputs.setdefault(n, o)) for n in hooked]
+    try:
+        for pooling in poolings:  # the head and the stages as extraction takes them
+            fm = bb.model.with_taps(["head", *stages], pooling)
+            with torch.inference_mode():
+                for t, v in fm(x).items():
+                    widths[t][pooling] = int(v.shape[1])
+            fm.remove_hooks()
+    finally:
+        for h in handles:
+            h.remove()
+    for name, output in outputs.items():  # every other module, pooled from the same pass
+        for pooling in poolings:
+            try:
+                widths[name][pooling] = int(pool_module_output(model, output, pooling).flatten(1).shape[1])
+            except BackboneError:  # an output that is no map, token sequence or vector
+                pass
+    return [LayerInfo(t, kinds.get(t, "module"), w) for t, w in widths.items() if w], source

@@ -78,6 +78,17 @@ def pool(t: torch.Tensor, how: str, prefix_tokens: int | None = None) -> torch.T
     raise BackboneError(f"unknown pooling {how!r} ({', '.join(POOLINGS)})")
 
 
+def pool_module_output(model, output, how: str) -> torch.Tensor:
+    """A hooked module's output (its first element if a tuple) pooled as ``model`` lays out its
+    tensors: channels-last maps (Swin) permuted, a token model's prefix tokens known."""
+    t = output[0] if isinstance(output, (tuple, list)) else output
+    if not isinstance(t, torch.Tensor):
+        raise BackboneError(f"a module output of type {type(t).__name__} is not a tensor")
+    if getattr(model, "output_fmt", "NCHW") == "NHWC" and t.ndim == 4:
+        t = t.permute(0, 3, 1, 2)
+    return pool(t, how, getattr(model, "num_prefix_tokens", None))
+
+
 class _Stop(Exception):
     pass
 
@@ -101,19 +112,16 @@ class FeatureModel(nn.Module):
     ``head_fn(model, x)`` computes the default tap; ``final_fn(model, x)`` the last feature map
     (used for ``head`` with max/GeM pooling, and for a token model's ``head``); ``taps`` are
     module names, hooked or (transformer stages) taken from ``forward_intermediates``.
-    ``lenient`` (for listing taps): skip a tap whose output cannot be pooled instead of failing.
     """
 
-    def __init__(self, model: nn.Module, taps: list[str], pooling: str, head_fn, final_fn, lenient: bool = False):
+    def __init__(self, model: nn.Module, taps: list[str], pooling: str, head_fn, final_fn):
         super().__init__()
         self.model = model
         self.taps = list(taps)
         self.pooling = pooling
-        self.lenient = lenient
         self._head_fn = head_fn
         self._final_fn = final_fn
         self._prefix = getattr(model, "num_prefix_tokens", None)
-        self._channels_last = getattr(model, "output_fmt", "NCHW") == "NHWC"
         stage_index = intermediate_taps(model)
         self._intermediate = {t: stage_index[t] for t in self.taps if t in stage_index}
         modules = dict(model.named_modules())
@@ -124,9 +132,9 @@ class FeatureModel(nn.Module):
         self._captured: dict[str, torch.Tensor] = {}
         self._handles = [modules[t].register_forward_hook(self._make_hook(t)) for t in self._hooked]
 
-    def with_taps(self, taps: list[str], pooling: str, lenient: bool = False) -> "FeatureModel":
+    def with_taps(self, taps: list[str], pooling: str) -> "FeatureModel":
         """The same network with other taps and pooling (its own hooks; see remove_hooks)."""
-        return FeatureModel(self.model, taps, pooling, self._head_fn, self._final_fn, lenient=lenient)
+        return FeatureModel(self.model, taps, pooling, self._head_fn, self._final_fn)
 
     def remove_hooks(self) -> None:
         for h in self._handles:
@@ -134,21 +142,12 @@ class FeatureModel(nn.Module):
         self._handles = []
 
     def _pool(self, t: torch.Tensor) -> torch.Tensor:
-        if self._channels_last and t.ndim == 4:
-            t = t.permute(0, 3, 1, 2)
-        return pool(t, self.pooling, self._prefix)
+        return pool_module_output(self.model, t, self.pooling)
 
     def _make_hook(self, name: str):
         def hook(_module, _inputs, output):
-            if isinstance(output, (tuple, list)):
-                output = output[0]
-            try:
-                self._captured[name] = self._pool(output)
-            except (BackboneError, AttributeError):
-                if not self.lenient:
-                    raise
-            if "head" not in self.taps and not self._intermediate and not self.lenient \
-                    and len(self._captured) == len(self._hooked):
+            self._captured[name] = self._pool(output)
+            if "head" not in self.taps and not self._intermediate and len(self._captured) == len(self._hooked):
                 raise _Stop()
         return hook
 
@@ -193,9 +192,7 @@ class FeatureModel(nn.Module):
             pass
         for t in self._hooked:
             if t not in self._captured:
-                if self.lenient:
-                    continue
                 raise BackboneError(f"layer {t!r} did not run in the forward pass")
             out[t] = self._captured[t]
         self._captured = {}
-        return {k: out[k].float().flatten(1) for k in self.taps if k in out}
+        return {k: out[k].float().flatten(1) for k in self.taps}

@@ -58,7 +58,7 @@ def layers_cmd(backbone, weights):
     from featx.backbones.catalogue import list_layers
 
     rows, source = list_layers(backbone, weights=weights)
-    click.echo(f"{backbone}: weights {source}; widths from one forward pass of a dummy image")
+    click.echo(f"{backbone}: weights {source}; widths measured on a dummy image")
     poolings = list(dict.fromkeys(p for r in rows for p in r.widths))
     width = max(len(r.tap) for r in rows)
     click.echo(f"{'tap':<{width}}  {'kind':<9}  " + "  ".join(f"{p:>7}" for p in poolings))
