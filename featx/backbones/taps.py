@@ -130,6 +130,7 @@ class FeatureModel(nn.Module):
             if t not in modules:
                 raise BackboneError(f"no layer named {t!r} in this backbone")
         self._captured: dict[str, torch.Tensor] = {}
+        self._running = False
         self._handles = [modules[t].register_forward_hook(self._make_hook(t)) for t in self._hooked]
 
     def with_taps(self, taps: list[str], pooling: str) -> "FeatureModel":
@@ -146,6 +147,8 @@ class FeatureModel(nn.Module):
 
     def _make_hook(self, name: str):
         def hook(_module, _inputs, output):
+            if not self._running:  # another FeatureModel on the same network (with_taps) is running
+                return
             self._captured[name] = self._pool(output)
             if "head" not in self.taps and not self._intermediate and len(self._captured) == len(self._hooked):
                 raise _Stop()
@@ -176,6 +179,7 @@ class FeatureModel(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         self._captured = {}
         out: dict[str, torch.Tensor] = {}
+        self._running = True
         try:
             final = self._run_intermediates(x, out) if self._intermediate else None
             if "head" in self.taps:
@@ -190,6 +194,8 @@ class FeatureModel(nn.Module):
                 self.model(x)
         except _Stop:
             pass
+        finally:
+            self._running = False
         for t in self._hooked:
             if t not in self._captured:
                 raise BackboneError(f"layer {t!r} did not run in the forward pass")
