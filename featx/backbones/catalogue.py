@@ -43,6 +43,7 @@ class LayerInfo:
     tap: str                         # as passed to --layers
     kind: str                        # head | stage | module
     widths: dict[str, int]           # pooling -> feature width
+    weights: str                     # the weights measured with (the same on every row of a backbone)
 
 
 def _hf_cache_dirs() -> list[Path]:
@@ -155,7 +156,7 @@ def _token_poolings(model) -> tuple[str, ...]:
     return token_poolings(model) or CNN_POOLINGS
 
 
-def list_layers(name: str, weights=None) -> tuple[list[LayerInfo], str]:
+def list_layers(name: str, weights=None) -> list[LayerInfo]:
     """Every tap featx accepts for backbone ``name`` (the head, each stage, each named module)
     with its feature width under each pooling the backbone accepts, measured on a dummy image
     (one forward pass per pooling). Returns the taps and where the weights came from (random init when no
@@ -195,4 +196,4 @@ def list_layers(name: str, weights=None) -> tuple[list[LayerInfo], str]:
                 widths[name][pooling] = int(pool_module_output(model, output, pooling).flatten(1).shape[1])
             except BackboneError:  # an output that is no map, token sequence or vector
                 pass
-    return [LayerInfo(t, kinds.get(t, "module"), w) for t, w in widths.items() if w], source
+    return [LayerInfo(t, kinds.get(t, "module"), w, source) for t, w in widths.items() if w]

@@ -57,8 +57,8 @@ def layers_cmd(backbone, weights):
     indices, module names) with the feature width each gives under each pooling."""
     from featx.backbones.catalogue import list_layers
 
-    rows, source = list_layers(backbone, weights=weights)
-    click.echo(f"{backbone}: weights {source}; widths measured on a dummy image")
+    rows = list_layers(backbone, weights=weights)
+    click.echo(f"{backbone}: weights {rows[0].weights}; widths measured on a dummy image")
     poolings = list(dict.fromkeys(p for r in rows for p in r.widths))
     width = max(len(r.tap) for r in rows)
     click.echo(f"{'tap':<{width}}  {'kind':<9}  " + "  ".join(f"{p:>7}" for p in poolings))

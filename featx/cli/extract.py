@@ -34,7 +34,7 @@ Examples:
 @click.option("--handcrafted", default=None, help="Handcrafted sets, e.g. hog,lbp,glcm,firstorder.")
 @click.option("--layers", multiple=True, help="Taps: 'head' (default), stage indices (0..), module names, or 'stages'.")
 @click.option("--concat-layers", is_flag=True, help="Store the taps concatenated as one set instead of one set each.")
-@click.option("--pooling", type=RegistryChoice("featx.backbones.taps:POOLINGS", default="avg"), default="avg", show_default=True)
+@click.option("--pooling", type=RegistryChoice("featx.backbones.taps:POOLINGS", default="avg"), default="avg", show_default=True, help="CNN maps: avg, max or gem. Transformer tokens (ViT, DeiT, ...): cls, avg (patch tokens, without class token and registers) or cls+avg.")
 @click.option("--weights", default=None, help="A local state-dict file (.pt/.pth/.ckpt/.safetensors; Lightning-style nesting is unwrapped), or 'none' for random init (recorded). Default: pretrained.")
 @click.option("--arch", default=None, help="With --weights FILE: the timm or torchvision architecture of your checkpoint (instead of --backbone).")
 @click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda|cuda:N|mps")
