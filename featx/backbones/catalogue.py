@@ -159,8 +159,8 @@ def _token_poolings(model) -> tuple[str, ...]:
 def list_layers(name: str, weights=None) -> list[LayerInfo]:
     """Every tap featx accepts for backbone ``name`` (the head, each stage, each named module)
     with its feature width under each pooling the backbone accepts, measured on a dummy image
-    (one forward pass per pooling). Returns the taps and where the weights came from (random init when no
-    pretrained weights are here: widths do not depend on weights)."""
+    (one forward pass per pooling). Each row names the weights it was measured with (random
+    init when no pretrained weights are here: widths do not depend on weights)."""
     import torch
 
     from featx.backbones.registry import build, layer_names, resolve
