@@ -35,7 +35,7 @@ class DeepFeatures(TransformerMixin, BaseEstimator):
         A featx alias, torchvision classification model or timm model (``timm/<name>`` to force).
     layers : list of str or None
         Taps (``None`` = the penultimate pooled vector); several taps are concatenated.
-    pooling : {"avg", "max", "gem"}
+    pooling : {"avg", "max", "gem", "cls", "cls+avg"}  (cls and cls+avg: transformers only)
     weights : None, "none" or path
         None: pretrained (offline package, or the library's download); a path: a local state dict;
         "none": seeded random init.

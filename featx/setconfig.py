@@ -137,7 +137,7 @@ def deep_sets(cfg, backbone, precision: str) -> list[DeepSet]:
     for taps in groups:
         name = base if taps == ["head"] else f"{base}.{'-'.join(taps)}"
         if cfg.pooling != "avg":
-            name += f"_{cfg.pooling}"
+            name += f"_{safe_name(cfg.pooling)}"  # cls+avg -> _cls_avg (+ separates set lists)
         if cfg.name:
             name = cfg.name if len(groups) == 1 and len(cfg.backbones) == 1 else f"{cfg.name}.{name}"
         sets.append(DeepSet(name, list(taps), dict(common, taps=list(taps)), request))

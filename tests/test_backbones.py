@@ -112,3 +112,66 @@ def test_preprocess_gray_sixteen_bit_float_image():
     assert t.shape == (3, 224, 224)
     assert torch.equal(t[0], t[1]) and torch.equal(t[1], t[2])  # gray replicated
     assert -1.0 <= float(t.min()) and float(t.max()) <= 1.0
+
+
+def _features(bb, x):
+    with torch.inference_mode():
+        return bb.model(x)["head"]
+
+
+def test_lightning_checkpoint_with_model_prefix_loads_with_arch(tmp_path):
+    """{"state_dict": {"model.<key>": ...}} (a LightningModule holding the net as ``self.model``,
+    beside a loss with its own tensors) loads strictly and gives the same features."""
+    src = build(TINY, weights="none")
+    sd = {f"model.{k}": v for k, v in src.model.model.state_dict().items()}
+    sd["loss_fn.pos_weight"] = torch.ones(1)
+    f = tmp_path / "epoch=3.ckpt"
+    torch.save({"state_dict": sd, "epoch": 3, "global_step": 12}, f)
+    bb = build(TINY, weights=str(f))
+    x = torch.randn(2, 3, *bb.preprocess.crop_size)
+    torch.testing.assert_close(_features(bb, x), _features(src, x))
+    assert bb.weights.source == "file"
+    # strict all the same: a missing tensor under the prefix is named
+    del sd["model.conv_stem.weight"]
+    torch.save({"state_dict": sd}, f)
+    with pytest.raises(WeightsError, match=r"epoch=3\.ckpt: weights do not fit the backbone: 1 missing \(e\.g\. conv_stem\.weight\)"):
+        build(TINY, weights=str(f))
+
+
+def test_safetensors_weights_load(tmp_path):
+    from safetensors.torch import save_file
+    src = build(TINY, weights="none")
+    f = tmp_path / "net.safetensors"
+    save_file({f"backbone.{k}": v.contiguous() for k, v in src.model.model.state_dict().items()}, str(f))
+    bb = build(TINY, weights=str(f))
+    x = torch.randn(1, 3, *bb.preprocess.crop_size)
+    torch.testing.assert_close(_features(bb, x), _features(src, x))
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not safetensors")
+    with pytest.raises(WeightsError, match=r"bad\.safetensors: cannot load"):
+        build(TINY, weights=str(bad))
+
+
+@pytest.mark.slow
+def test_cli_arch_takes_a_users_checkpoint(tmp_path):
+    import h5py
+    import numpy as np
+
+    from tests.support import BREAST_NPZ, run_cli
+    d = np.load(BREAST_NPZ)
+    npz = tmp_path / "b.npz"
+    np.savez(npz, train_images=d["train_images"][:6], train_labels=d["train_labels"][:6])
+    src = build(TINY, weights="none")
+    ckpt = tmp_path / "mine.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in src.model.model.state_dict().items()}}, ckpt)
+    cache = tmp_path / "c.h5"
+    res = run_cli("extract", npz, "-o", cache, "--weights", ckpt, "--arch", TINY, "-q")
+    assert res.returncode == 0, res.stderr
+    res2 = run_cli("extract", npz, "-o", cache, "--weights", "none", "--backbone", TINY, "-q")
+    assert res2.returncode == 0, res2.stderr
+    with h5py.File(cache, "r") as f:
+        sets = {n: f["features"][n][()] for n in f["features"] if not n.endswith("_ok")}
+    mine = next(v for n, v in sets.items() if "_w" in n)
+    np.testing.assert_allclose(mine, sets[[n for n in sets if n.endswith("_random")][0]], rtol=1e-5, atol=1e-6)
+    res = run_cli("extract", npz, "-o", tmp_path / "d.h5", "--arch", TINY, "-q")
+    assert res.returncode == 2 and "--arch names the architecture of a checkpoint" in res.stderr

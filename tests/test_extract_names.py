@@ -20,7 +20,7 @@ BAD = [
     (dict(backbones=["efficientnet_lite"]), BackboneError, "efficientnet_lite0"),
     (dict(backbones=[TINY], layers=["blocks.9"]), BackboneError, "no layer 'blocks.9'; try one of: blocks.0"),
     (dict(backbones=[TINY], layers=["7"]), BackboneError, "layer index 7 out of range"),
-    (dict(backbones=[TINY], pooling="mean"), BackboneError, "unknown pooling 'mean' (avg, max, gem)"),
+    (dict(backbones=[TINY], pooling="mean"), BackboneError, "unknown pooling 'mean' (avg, max, gem, cls, cls+avg)"),
     (dict(backbones=[TINY], precision="fp8"), FeatxError, "unknown precision 'fp8'"),
     (dict(backbones=[TINY], weights="/no/such/weights.pth"), WeightsError, "weights file does not exist"),
     (dict(backbones=[], handcrafted="hog,lpb"), FeatxError, "unknown handcrafted feature 'lpb'; known: hog, lbp, glcm, firstorder; did you mean 'lbp'?"),

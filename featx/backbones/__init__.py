@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import importlib
 
-#: how a feature map becomes a vector (featx.backbones.taps.pool)
-POOLINGS = ("avg", "max", "gem")
+#: how a feature map or a transformer's tokens become a vector (featx.backbones.taps.pool):
+#: avg/max/gem over a CNN map's positions; cls (the class token), avg (the patch tokens' mean) or
+#: cls+avg (both, concatenated) over a transformer's tokens
+POOLINGS = ("avg", "max", "gem", "cls", "cls+avg")
 
 _LAZY = {
     "ALIASES": "featx.backbones.registry",
@@ -22,6 +24,10 @@ _LAZY = {
     "Backbone": "featx.backbones.registry",
     "BackboneSpec": "featx.backbones.registry",
     "build": "featx.backbones.registry",
+    "BackboneInfo": "featx.backbones.catalogue",
+    "LayerInfo": "featx.backbones.catalogue",
+    "list_backbones": "featx.backbones.catalogue",
+    "list_layers": "featx.backbones.catalogue",
     "check_backbone": "featx.backbones.registry",
     "layer_names": "featx.backbones.registry",
     "resolve": "featx.backbones.registry",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from featx.backbones import weights as W
 from featx.backbones.preprocess import PreprocessConfig
-from featx.backbones.taps import POOLINGS, FeatureModel
+from featx.backbones.taps import POOLINGS, FeatureModel, intermediate_taps, pooling_error
 from featx.errors import BackboneError, WeightsError
 
 # featx name -> (library, architecture)
@@ -53,10 +53,17 @@ class Backbone:
     dims: dict[str, int]
 
     def config(self) -> dict:
-        """Everything about the network that changes its output (completed by the extractor)."""
-        return {"backbone": self.spec.name, "library": self.spec.library, "arch": self.spec.arch,
-                "weights": self.weights.config(), "pooling": self.pooling,
-                "preprocess": self.preprocess.config()}
+        """Everything about the network that changes its output (completed by the extractor).
+        Transformers add ``transformer`` (prefix tokens, stage taps through forward_intermediates);
+        a CNN's config has exactly the keys it always had, so existing caches stay valid."""
+        cfg = {"backbone": self.spec.name, "library": self.spec.library, "arch": self.spec.arch,
+               "weights": self.weights.config(), "pooling": self.pooling,
+               "preprocess": self.preprocess.config()}
+        model = self.model.model
+        if intermediate_taps(model) or getattr(model, "num_prefix_tokens", None) is not None:
+            cfg["transformer"] = {"num_prefix_tokens": getattr(model, "num_prefix_tokens", None),
+                                  "stage_taps": "forward_intermediates" if intermediate_taps(model) else "hooks"}
+        return cfg
 
 
 def _torchvision_names() -> set[str]:
@@ -117,10 +124,13 @@ def check_backbone(name: str, layers=None, pooling: str = "avg") -> BackboneSpec
         raise BackboneError(f"unknown pooling {pooling!r} ({', '.join(POOLINGS)})")
     spec = resolve(name)
     layers = [str(x).strip() for x in (layers or ()) if str(x).strip()]
-    if not layers or all(x in ("head", "stages") for x in layers):
+    if pooling == "avg" and (not layers or all(x in ("head", "stages") for x in layers)):
         return spec
     model = _skeleton(spec)
     if model is not None:
+        reason = pooling_error(model, pooling, spec.name)
+        if reason:
+            raise BackboneError(reason)
         try:
             _resolve_layers(model, layers)
         except BackboneError as e:
@@ -181,7 +191,7 @@ def _build_timm(spec: BackboneSpec, weights):
         return m.forward_head(m.forward_features(x), pre_logits=True)
 
     def final_fn(m, x):
-        return m.forward_features(x)
+        return m.forward_features(x)  # channels-last maps (Swin) are permuted by FeatureModel
 
     return model, pre, info, head_fn, final_fn
 
@@ -293,6 +303,9 @@ def build(name: str = DEFAULT_BACKBONE, weights=None, layers=None, pooling: str 
     builder = _build_timm if spec.library == "timm" else _build_torchvision
     model, pre, info, head_fn, final_fn = builder(spec, weights)
     model.eval().requires_grad_(False)
+    reason = pooling_error(model, pooling, spec.name)
+    if reason:
+        raise BackboneError(reason)
     taps = _resolve_layers(model, layers)
     fm = FeatureModel(model, taps, pooling, head_fn, final_fn).eval()
     with torch.inference_mode():

@@ -69,13 +69,18 @@ def package_install_hint(arch: str) -> str:
 
 
 def read_state_dict(path: str | Path) -> dict:
-    """A state dict from a local file, safely (weights_only), unwrapped from common containers."""
+    """A state dict from a local file (``.safetensors``, or a torch file read with
+    ``weights_only``), unwrapped from common containers (``state_dict``, ``model``, ...)."""
     import torch
     path = Path(path)
     if not path.is_file():
         raise WeightsError("weights file does not exist", path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+            obj = load_file(str(path), device="cpu")
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise WeightsError(f"cannot load as a weights-only state dict ({type(e).__name__}: {str(e).splitlines()[0]})",
                            path) from None
@@ -129,12 +134,30 @@ def efficientnet_pytorch_to_timm(sd: dict, block_counts: list[int]) -> OrderedDi
     return out
 
 
+def strip_wrapper_prefix(sd: dict, own_keys: set[str], depth: int = 2) -> dict:
+    """The backbone's tensors of a checkpoint that wraps it (Lightning's ``model.<key>``, a
+    ``backbone.`` / ``net.`` attribute, ...): the keys under the first-name prefix that match the
+    model best, prefix removed; keys outside it (a loss, another head) belong to the wrapper.
+    Unchanged when the keys already match best."""
+    for _ in range(depth):
+        best, best_hits = None, len(set(sd) & own_keys)
+        for prefix in {k.split(".", 1)[0] + "." for k in sd if "." in k}:
+            hits = len({k[len(prefix):] for k in sd if k.startswith(prefix)} & own_keys)
+            if hits > best_hits:
+                best, best_hits = prefix, hits
+        if best is None:
+            return sd
+        sd = OrderedDict((k[len(best):], v) for k, v in sd.items() if k.startswith(best))
+    return sd
+
+
 def load_into(model, sd: dict, path: str | Path | None, ignore_prefixes: tuple[str, ...] = ()) -> None:
     """Load strictly (every tensor named and shaped as the model expects), except a classifier
     whose shape differs (a checkpoint fine-tuned on another number of classes is fine: featx never
     uses the classifier), which is skipped."""
     import torch
     own = model.state_dict()
+    sd = strip_wrapper_prefix(sd, set(own))
     if is_efficientnet_pytorch_naming(sd) and hasattr(model, "blocks"):
         sd = efficientnet_pytorch_to_timm(sd, [len(s) for s in model.blocks])
     sd = dict(sd)

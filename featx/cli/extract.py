@@ -34,8 +34,9 @@ Examples:
 @click.option("--handcrafted", default=None, help="Handcrafted sets, e.g. hog,lbp,glcm,firstorder.")
 @click.option("--layers", multiple=True, help="Taps: 'head' (default), stage indices (0..), module names, or 'stages'.")
 @click.option("--concat-layers", is_flag=True, help="Store the taps concatenated as one set instead of one set each.")
-@click.option("--pooling", type=RegistryChoice("featx.backbones.taps:POOLINGS", default="avg"), default="avg", show_default=True)
-@click.option("--weights", default=None, help="A local state-dict file, or 'none' for random init (recorded). Default: pretrained.")
+@click.option("--pooling", type=RegistryChoice("featx.backbones.taps:POOLINGS", default="avg"), default="avg", show_default=True, help="CNN maps: avg, max or gem. Transformer tokens (ViT, DeiT, ...): cls, avg (patch tokens, without class token and registers) or cls+avg.")
+@click.option("--weights", default=None, help="A local state-dict file (.pt/.pth/.ckpt/.safetensors; Lightning-style nesting is unwrapped), or 'none' for random init (recorded). Default: pretrained.")
+@click.option("--arch", default=None, help="With --weights FILE: the timm or torchvision architecture of your checkpoint (instead of --backbone).")
 @click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda|cuda:N|mps")
 @click.option("--precision", type=RegistryChoice("featx.runtime:PRECISIONS", default="auto"), default="auto", show_default=True)
 @click.option("--batch-size", type=WholeNumber(1, "images per batch"), default=32, show_default=True)
@@ -52,13 +53,19 @@ Examples:
 @click.option("--engine", type=SuggestChoice(["local", "ray"]), default="local", show_default=True, help="ray: decode in Ray tasks and run the model in one Ray actor per GPU/CPU slot (--workers actors); needs featx[ray].")
 @click.option("--address", default=None, help="Ray cluster for --engine ray: auto, HOST:PORT or ray://HOST:PORT (default: $RAY_ADDRESS, else a local Ray).")
 @click.option("--stall-timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="With --engine ray: stop a run that finishes no batch for this many seconds (default 300), keeping the rows already computed.")
-def extract_cmd(sources, cache, backbones, handcrafted, layers, concat_layers, pooling, weights, device, precision,
+def extract_cmd(sources, cache, backbones, handcrafted, layers, concat_layers, pooling, weights, arch, device, precision,
                 batch_size, workers, window, intensity, no_jpeg_draft, name, allow_outside, strict, rehash, quiet, force,
                 engine, address, stall_timeout):
     """Extract features of SOURCES (folders, CSV manifests, .npz, DICOM or image files) into CACHE."""
     from featx.safeio import check_output
 
     check_output(cache, sources, kind="cache", force=force)
+    if arch is not None:
+        if not weights or weights.lower() == "none":
+            raise click.UsageError("--arch names the architecture of a checkpoint: give the file with --weights FILE")
+        if split_list(backbones) not in ([], [arch]):
+            raise click.UsageError("--arch is the backbone of your checkpoint: give --arch or --backbone, not both")
+        backbones = (arch,)
     bbs = split_list(backbones) or ["efficientnet_lite0"]
     if [b.lower() for b in bbs] == ["none"]:
         bbs = []

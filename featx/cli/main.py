@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from featx.cli.backbones import backbones_cmd, layers_cmd
 from featx.cli.check import check_cmd
 from featx.cli.common import FeatxGroup, setup_logging
 from featx.cli.compact import compact_cmd
@@ -40,6 +41,8 @@ main.add_command(predict_cmd)
 main.add_command(compare_cmd)
 main.add_command(check_cmd)
 main.add_command(compact_cmd)
+main.add_command(backbones_cmd)
+main.add_command(layers_cmd)
 main.add_command(explain_cmd)
 main.add_command(robustness_cmd)
 
