@@ -163,13 +163,13 @@ def test_deletion_summary_normalises_each_curve_and_skips_images_that_do_not_dro
 
     curves = np.array([[0.9, 0.5, 0.1],     # drops 0.8: normalised 1, 0.5, 0
                        [0.6, 0.6, 0.8],     # blank image scores higher: skipped
-                       [0.5, 0.2, 0.3]])    # drops 0.2: normalised 1, -0.5, 0
+                       [0.5, 0.2, 0.3]])    # drops 0.2: normalised 1, -0.5 (clipped to 0), 0
     rand = np.array([[0.9, 0.9, 0.1], [0.6, 0.7, 0.8], [0.5, 0.5, 0.3]])
     f = FA.summary(curves, rand, np.array([0.1, 0.2, 0.3]), 2)
     assert (f["n_scored"], f["n_skipped"], f["per_image"]["scored"]) == (2, 1, [True, False, True])
-    assert f["per_image"]["deletion_auc"] == pytest.approx([0.5, 0.0])      # (1 + 2*0.5 + 0)/4, (1 - 1 + 0)/4
+    assert f["per_image"]["deletion_auc"] == pytest.approx([0.5, 0.25])     # (1 + 2*0.5 + 0)/4, (1 + 0 + 0)/4
     assert f["per_image"]["random_deletion_auc"] == pytest.approx([0.75, 0.75])
-    assert f["deletion_vs_random"] == pytest.approx(1 - 0.25 / 0.75)
+    assert f["deletion_vs_random"] == pytest.approx(1 - 0.375 / 0.75)
     x = torch.rand(2, 1, 5, 6)
     base = FA.deletion_baseline(x)
     assert torch.allclose(base[:, :, 2, 3], x.mean(dim=(2, 3)))

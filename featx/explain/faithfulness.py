@@ -5,7 +5,8 @@
   constant) and record the target probability after each step; the area under that curve
   (x from 0 to 1) is low when the map finds what the model uses. Compared with the same curve for
   random maps of the same spatial scale (:func:`random_maps`). Each image's curve is normalised
-  between its original score (1) and its fully deleted score (0) (:func:`normalised_curves`), so
+  between its original score (1) and its fully deleted score (0), clipped to [0, 1]
+  (:func:`normalised_curves`), so
   images weigh equally; an image whose score does not fall by at least ``MIN_DROP`` when all of it
   is deleted is skipped (the model gives a blank image that class: nothing in the image carries
   it, so deletion cannot measure a map of it) and counted in ``n_skipped``. A blur is not used as
@@ -66,13 +67,15 @@ def deletion_curves(score_fn: Callable[[torch.Tensor], np.ndarray], x: torch.Ten
 
 def normalised_curves(curves: np.ndarray, *others: np.ndarray, min_drop: float = MIN_DROP):
     """(kept, curves normalised, others normalised): each curve mapped linearly so that its first
-    point (the original image) is 1 and its last (all deleted) is 0, for the images whose score
-    falls by at least ``min_drop``; ``others`` (e.g. random-map curves of the same images, which
-    share both end points) are mapped with the same image's end points."""
+    point (the original image) is 1 and its last (all deleted) is 0, then clipped to [0, 1], for
+    the images whose score falls by at least ``min_drop``; ``others`` (e.g. random-map curves of
+    the same images, which share both end points) are mapped with the same image's end points.
+    Clipping: a partly deleted image can score below the blank one (a calibrated head's
+    probability has a floor); below 0 is "all evidence gone" and must not earn extra credit."""
     drop = curves[:, 0] - curves[:, -1]
     kept = drop >= min_drop
     end, span = curves[kept, -1:], drop[kept, None]
-    return kept, (curves[kept] - end) / span, *[(o[kept] - end) / span for o in others]
+    return kept, *[np.clip((c[kept] - end) / span, 0.0, 1.0) for c in (curves, *others)]
 
 
 def curve_auc(curves: np.ndarray) -> np.ndarray:
@@ -122,7 +125,7 @@ def summary(curves: np.ndarray, random_curves: np.ndarray, rank_corr: np.ndarray
         "skipped_because": f"the target probability falls by less than {MIN_DROP} when the whole image is deleted",
         "deletion_steps": steps,
         "deletion_baseline": DELETION_BASELINE,
-        "score": "target probability, each image's curve normalised from 1 (original) to 0 (all deleted)",
+        "score": "target probability, each image's curve normalised from 1 (original) to 0 (all deleted), clipped to [0, 1]",
         "raw_deletion_auc": float(curve_auc(curves).mean()) if len(curves) else None,
         "raw_random_deletion_auc": float(curve_auc(random_curves).mean()) if len(curves) else None,
         "random_maps": f"uniform noise on a {RANDOM_GRID}x{RANDOM_GRID} grid, upsampled",
