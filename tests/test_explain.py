@@ -145,7 +145,7 @@ def test_preprocess_batch_equals_featx_preprocess():
                         "(normalised deletion AUC 0.17 vs 0.09, 16 steps, 40 images); open")), "xgboost"])
 def test_faithfulness_on_breastmnist_lite0(breast_cache, head, tmp_path):
     """Real weights, the acceptance criteria on a subset (the first 40 BreastMNIST test images, to
-    keep this under ~3 minutes): normalised deletion AUC at least 20% below random maps', and maps
+    keep this under ~3 minutes on an idle machine; xgboost's occlusion took 20 min at load 9): normalised deletion AUC at least 20% below random maps', and maps
     of a randomised network rank-correlate below 0.5 with the real maps. Images the model gives
     the target class even when blank are skipped by the metric; at least 8 must be scored."""
     from featx.explain import explain
