@@ -11,6 +11,8 @@
     confusion.png       confusion matrix (counts and row-normalised)
     predictions.csv     the held-out rows, in the columns of `featx predict`'s CSV: id, path, split,
                         true_label, predicted_label, predicted_index, [fold], score_<class> per class
+    per_set.json        (models on several feature sets, fitted from a cache) drop-set attribution of
+                        each set on the evaluated rows (featx.explain.drop_set_attribution)
 
 ``write_leaderboard(board, out)`` writes a compare leaderboard as CSV, Markdown and PNG.
 """
@@ -191,9 +193,47 @@ def _protocol_text(metrics: dict) -> str:
     return s + " 95% CIs: percentile bootstrap of the evaluated rows (seeded)."
 
 
+def per_set_attribution(result) -> tuple[dict | None, str]:
+    """Drop-set attribution (:func:`featx.explain.drop_set_attribution`) of a fused model on the
+    rows its metrics were computed on, and one sentence saying what it is or why it is missing.
+
+    The rows' features are read back from the cache the model was fitted on (matched by sample
+    id). Split protocol: the held-out test rows. CV: the pooled out-of-fold rows, which the saved
+    model (refitted on all of them) has seen, so the attribution is in-sample there."""
+    bundle = result.bundle
+    if len(result.feature_sets) < 2:
+        return None, ""
+    if bundle is None:
+        return None, "Per-set attribution: not computed (no final model was fitted)."
+    cache = bundle.training.get("cache")
+    if not cache or not Path(cache).is_file():
+        return None, "Per-set attribution: not computed (the features were not read from a cache file)."
+    from featx.explain import drop_set_attribution
+    from featx.explain.model import set_slices
+    from featx.fit.tables import load_table
+
+    table = load_table(cache, result.feature_sets)
+    where = {str(i): k for k, i in reversed(list(enumerate(table.ids)))}
+    rows = np.array([where[str(i)] for i in result.evaluation.ids if str(i) in where], dtype=np.int64)
+    if rows.size == 0:
+        return None, f"Per-set attribution: not computed (no evaluated row found in {cache})."
+    X = np.asarray(table.X, dtype=np.float64)[rows]
+    X = X[np.isfinite(X).all(1)]
+    out = drop_set_attribution(bundle.pipeline, X, set_slices(bundle))
+    out["rows"] = "test" if result.evaluation.name == "test" else "cv (in-sample for the saved model)"
+    shares = ", ".join(f"{k} {v['share']:.0%}" if v["share"] is not None else f"{k} -"
+                       for k, v in out["sets"].items())
+    what = ("the held-out test rows" if result.evaluation.name == "test" else
+            "all labelled rows; the saved model was refitted on them, so this is in-sample")
+    return out, (f"Per-set attribution (share of the decision carried by each feature set: mean absolute "
+                 f"change of the predicted class's {out['score']} when the set is replaced by its training "
+                 f"mean; {out['n_rows']} rows, {what}): {shares}.")
+
+
 def write_fit_report(result, out_dir: str | os.PathLike) -> dict[str, Path]:
     """Write metrics.json, report.md, report.html, roc.png, pr.png, confusion.png and
-    predictions.csv for a :class:`featx.fit.FitResult` into ``out_dir`` (created)."""
+    predictions.csv for a :class:`featx.fit.FitResult` into ``out_dir`` (created); with more
+    than one feature set also per_set.json (:func:`per_set_attribution`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ev = result.evaluation
@@ -210,6 +250,13 @@ def write_fit_report(result, out_dir: str | os.PathLike) -> dict[str, Path]:
                                         out / "confusion.png", f"Confusion matrix, {what}")
     files["predictions"] = out / "predictions.csv"
     write_csv(result.predictions, files["predictions"])
+    per_set, per_set_line = per_set_attribution(result)
+    if per_set is not None:
+        files["per_set"] = out / "per_set.json"
+        files["per_set"].write_text(json.dumps(per_set, indent=2) + "\n", encoding="utf-8")
+    per_set_rows = [[k, _fmt(v["mean_drop"]), _fmt(v["mean_abs_drop"]),
+                     "-" if v["share"] is None else f"{v['share']:.0%}"] for k, v in (per_set or {}).get("sets", {}).items()]
+    per_set_head = ["feature set", "mean drop", "mean |drop|", "share"]
 
     title = f"featx: {result.head} on {' + '.join(result.feature_sets)}"
     params = json.dumps(result.best_params, sort_keys=True, default=str)
@@ -237,6 +284,9 @@ def write_fit_report(result, out_dir: str | os.PathLike) -> dict[str, Path]:
           _md_table(["class", "support", "sensitivity (95% CI)", "specificity (95% CI)", "precision", "F1"], classes),
           "", "## Confusion matrix", "", _md_table(cm_head, cm_rows), extra_md,
           "## Plots", "", "![ROC](roc.png) ![Precision-recall](pr.png) ![Confusion matrix](confusion.png)", ""]
+    if per_set_line:
+        md += ["## Per feature set", "", per_set_line, ""] + ([_md_table(per_set_head, per_set_rows), ""]
+                                                            if per_set_rows else [])
     if notes:
         md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     files["markdown"] = out / "report.md"
@@ -258,6 +308,9 @@ def write_fit_report(result, out_dir: str | os.PathLike) -> dict[str, Path]:
             "<h2>Plots</h2><p>" + "".join(f"<img src='{png_data_uri(files[key])}' alt='{alt}'>" for key, alt in
                                           (("roc", "ROC"), ("pr", "precision-recall"),
                                            ("confusion", "confusion matrix"))) + "</p>"]
+    if per_set_line:
+        page += ["<h2>Per feature set</h2>", f"<p>{html.escape(per_set_line)}</p>"]
+        page += [_html_table(per_set_head, per_set_rows)] if per_set_rows else []
     if notes:
         page.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
     page.append("</body></html>")

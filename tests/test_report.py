@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from featx.fit import fit, predict, table_from_arrays
 from featx.report import write_leaderboard
@@ -110,3 +111,37 @@ def test_csv_cells_a_spreadsheet_would_run_are_neutralised(tmp_path):
                           "balanced_accuracy": [0.5], "f1": [0.5], "n_features": [2], "seconds": [-1.0]})
     lb = pd.read_csv(write_leaderboard(board, tmp_path / "lb.csv")["csv"])
     assert lb["features"].tolist() == ["'=1+1"] and lb["seconds"].tolist() == [-1.0]
+
+
+def test_fit_report_of_a_fused_model_has_per_set_attribution_on_the_test_rows(tmp_path):
+    """per_set.json holds drop_set_attribution of the saved pipeline on the test rows, read back
+    from the cache; the signal-carrying set gets the larger share; a single-set model has none."""
+    from featx.explain import drop_set_attribution
+
+    sets, y = toy_data(200, seed=3)
+    sets["b"] = np.random.default_rng(9).normal(size=sets["b"].shape)        # 'b' carries nothing
+    splits = split_labels(200, 3)
+    cache = write_cache(tmp_path / "c.h5", sets, y, splits=splits)
+    res = fit(cache, "a,b", "logreg", search="none", n_boot=0)
+    files = res.write_report(tmp_path / "rep")
+    per_set = json.loads(files["per_set"].read_text())
+    test = np.flatnonzero(np.asarray(splits) == "test")
+    want = drop_set_attribution(res.bundle.pipeline, np.hstack([sets["a"], sets["b"]])[test].astype(np.float32)
+                                .astype(np.float64), {"a": slice(0, 20), "b": slice(20, 26)})
+    assert per_set["n_rows"] == len(test) == res.primary["n"] and per_set["rows"] == "test"
+    for k in ("a", "b"):
+        assert per_set["sets"][k]["mean_drop"] == pytest.approx(want["sets"][k]["mean_drop"])
+    assert per_set["sets"]["a"]["share"] > 0.7
+    assert "## Per feature set" in files["markdown"].read_text() and "held-out test rows" in files["markdown"].read_text()
+    assert "<h2>Per feature set</h2>" in files["html"].read_text()
+    single = fit(cache, "a", "logreg", search="none", n_boot=0).write_report(tmp_path / "one")
+    assert "per_set" not in single and not (tmp_path / "one" / "per_set.json").exists()
+
+
+def test_fit_report_per_set_in_cv_says_in_sample(tmp_path):
+    sets, y = toy_data(120, seed=4)
+    cache = write_cache(tmp_path / "c.h5", sets, y)
+    files = fit(cache, "a,b", "logreg", search="none", n_boot=0, cv=3).write_report(tmp_path / "rep")
+    per_set = json.loads(files["per_set"].read_text())
+    assert per_set["n_rows"] == 120 and per_set["rows"].startswith("cv (in-sample")
+    assert "in-sample" in files["markdown"].read_text()

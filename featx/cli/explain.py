@@ -11,7 +11,10 @@ Examples:
   featx explain svm.joblib scans/ -o explain/ --method ig --target malignant --limit 20
 Writes maps/<id>.npy (float32, input resolution), overlays/<id>.png, index.html (self-contained),
 per_set.json (how much of the decision each feature set carries) and faithfulness.json
-(deletion AUC vs random maps; rank correlation with maps of a randomised network).
+(deletion AUC vs random maps: salient pixels replaced first by the image's mean intensity, the
+target probability normalised per image between the original and the fully deleted image; images
+whose score does not fall when fully deleted are skipped and counted; rank correlation with maps
+of a randomised network).
 """
 
 

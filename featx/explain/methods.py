@@ -21,7 +21,7 @@ IG_STEPS = 16
 
 
 def blurred(x: torch.Tensor) -> torch.Tensor:
-    """The baseline of integrated gradients, occlusion and deletion: each image Gaussian-blurred
+    """The baseline of integrated gradients: each image Gaussian-blurred
     (sigma = 1/8 of its larger side), which removes detail but keeps overall intensity."""
     sigma = max(x.shape[-2:]) / 8.0
     arr = x.detach().cpu().numpy()
@@ -114,9 +114,12 @@ def integrated_gradients(model, x: torch.Tensor, targets: list[int], hand: torch
 
 def occlusion(score_fn: Callable[[torch.Tensor], np.ndarray], x: torch.Tensor, targets: list[int],
               per_eval: int = 8) -> torch.Tensor:
-    """Occlusion (captum): a window of 1/4 of the image, stride 1/8, replaced by the blurred image;
-    a pixel's value is the mean drop of the target score over the windows covering it."""
+    """Occlusion (captum): a window of 1/4 of the image, stride 1/8, filled with the image's mean
+    intensity (the deletion metric's baseline; a blurred window keeps a dark lesion dark); a
+    pixel's value is the mean drop of the target score over the windows covering it."""
     from captum.attr import Occlusion
+
+    from featx.explain.faithfulness import deletion_baseline
 
     c, h, w = x.shape[1:]
     win = (c, max(1, h // 4), max(1, w // 4))
@@ -125,6 +128,6 @@ def occlusion(score_fn: Callable[[torch.Tensor], np.ndarray], x: torch.Tensor, t
     def forward(batch):
         return torch.from_numpy(np.asarray(score_fn(batch), dtype=np.float32))
 
-    attr = Occlusion(forward).attribute(x, sliding_window_shapes=win, strides=stride, baselines=blurred(x),
+    attr = Occlusion(forward).attribute(x, sliding_window_shapes=win, strides=stride, baselines=deletion_baseline(x),
                                         target=list(targets), perturbations_per_eval=per_eval)
     return attr.detach().float().sum(1)

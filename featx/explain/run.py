@@ -51,7 +51,8 @@ class ExplainResult:
         f = self.faithfulness
         extra = ""
         if f.get("deletion_auc") is not None:
-            extra = (f"; deletion AUC {f['deletion_auc']:.3f} vs random {f['random_deletion_auc']:.3f}, "
+            extra = (f"; deletion AUC {f['deletion_auc']:.3f} vs random {f['random_deletion_auc']:.3f} "
+                     f"({f['n_scored']} images scored, {f['n_skipped']} skipped), "
                      f"randomised-model rank corr {f['sanity_rank_corr']:.2f}")
         return (f"{len(self.rows)} images explained ({self.method}), {len(self.failures)} failed in "
                 f"{self.seconds:.1f} s{extra} -> {self.html}")
@@ -191,7 +192,11 @@ def explain(bundle_or_path, sources: Sequence[str | os.PathLike] | str, out_dir:
     X = np.zeros((n, sum(int(bundle.set_dims[s]) for s in bundle.feature_sets)))
     targets = np.zeros(n, np.int64)
     maps: list[np.ndarray | None] = [None] * n
-    del_auc, rnd_auc, corr = np.zeros(n), np.zeros(n), np.zeros(n)
+    steps = FA.DELETION_STEPS
+    curves, rcurves, corr = np.zeros((n, steps + 1)), np.zeros((n, steps + 1)), np.zeros(n)
+    def prob(batch):
+        return FA.as_probabilities(real.scorer(batch), real.scorer.proba)
+
     for idx in _batches(images):
         x = torch.from_numpy(np.stack([images[i] for i in idx]))
         X[idx] = real.scorer.features(x)
@@ -202,10 +207,9 @@ def explain(bundle_or_path, sources: Sequence[str | os.PathLike] | str, out_dir:
         for j, i in enumerate(idx):
             maps[i] = m[j].astype(np.float32)
         if rand is not None:
-            base = M.blurred(x)
-            curves = FA.deletion_curves(real.scorer, x, m, tgt, base)
-            rcurves = FA.deletion_curves(real.scorer, x, FA.random_maps(m.shape, seed=idx[0]), tgt, base)
-            del_auc[idx], rnd_auc[idx] = FA.curve_auc(curves), FA.curve_auc(rcurves)
+            base = FA.deletion_baseline(x)
+            curves[idx] = FA.deletion_curves(prob, x, m, tgt, base, steps)
+            rcurves[idx] = FA.deletion_curves(prob, x, FA.random_maps(m.shape, seed=idx[0]), tgt, base, steps)
             rm = rand.maps(x, tgt)
             corr[idx] = [FA.rank_correlation(m[j], rm[j]) for j in range(len(idx))]
 
@@ -228,14 +232,19 @@ def explain(bundle_or_path, sources: Sequence[str | os.PathLike] | str, out_dir:
     result.per_set = drop_set_attribution(bundle.pipeline, X, set_slices(bundle), targets)
     (out / "per_set.json").write_text(json.dumps(result.per_set, indent=2), encoding="utf-8")
     if rand is not None:
-        result.faithfulness = dict(FA.summary(del_auc, rnd_auc, corr, FA.DELETION_STEPS), method=method)
+        result.faithfulness = dict(FA.summary(curves, rcurves, corr, steps), method=method)
         (out / "faithfulness.json").write_text(json.dumps(result.faithfulness, indent=2), encoding="utf-8")
     header = [f"model: {bundle.head} on {' + '.join(bundle.feature_sets)}; method: {method}"] + result.notes
     if result.faithfulness:
         f = result.faithfulness
-        header.append(f"deletion AUC {f['deletion_auc']:.3f} vs {f['random_deletion_auc']:.3f} for random maps "
-                      f"(lower is more faithful); rank correlation with maps of a randomised network "
-                      f"{f['sanity_rank_corr']:.2f} (lower is better)")
+        if f["deletion_auc"] is None:
+            header.append(f"deletion AUC: no image scored ({f['skipped_because']})")
+        else:
+            header.append(f"deletion AUC {f['deletion_auc']:.3f} vs {f['random_deletion_auc']:.3f} for random maps "
+                          f"(lower is more faithful; {f['n_scored']} images scored, {f['n_skipped']} skipped: "
+                          f"{f['skipped_because']})")
+        header.append(f"rank correlation with maps of a randomised network {f['sanity_rank_corr']:.2f} "
+                      "(lower is better)")
     if len(bundle.feature_sets) > 1:
         header.append("share of the decision per feature set: " + ", ".join(
             f"{k} {v['share']:.0%}" for k, v in result.per_set["sets"].items() if v["share"] is not None))
