@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from featx.cli.main import main
 from featx.errors import FeatxError
 from featx.fit import EnsembleClassifier, compare, fit_ensemble, greedy_selection, table_from_arrays
-from fit_helpers import split_labels, toy_data, write_cache
+from tests.fit_helpers import split_labels, toy_data, write_cache
 
 
 def toy_table(n=240, seed=0):

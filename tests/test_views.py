@@ -7,7 +7,7 @@ import torch
 from featx.backbones.registry import build
 from featx.errors import FeatxError
 from featx.views import ViewAveraged, five_crops, n_views, parse_views, views_config, views_suffix
-from tests.conftest import TINY
+from tests.support import TINY
 
 
 @pytest.fixture(scope="module")
