@@ -4,12 +4,17 @@ In one process, on the same images, same backbone and batch size:
   (a) naive   torchvision ImageFolder + DataLoader(num_workers=2) + model.eval(), fp32, NCHW -> numpy
   (b) featx   featx.extract end to end, files -> HDF5 (fresh cache)
   (c) ceiling forward passes only, on pre-decoded tensors, at the precision featx used
+  (e) compiled  the same, with the model inductor-compiled as ``--compile on`` runs it
+  (f) limit   the core-time limit: cores / (decode core-seconds per image + compiled model
+              core-seconds per image), decode measured as CPU time of one process reading and
+              preprocessing the set's files, the model as wall time x threads of (e)
   (d) rerun   featx.extract again on the unchanged set
 Image sets: the real chest X-rays (224 px JPEG) and generated large radiograph-like images
 (2048x2048 8-bit JPEG and 16-bit PNG). Backbones: resnet50 (random init; speed only) and
 efficientnet_lite0 (real weights). Last line:
-  RESULT featx_vs_naive=<a/b> featx_vs_ceiling=<b/c> cache_rerun_speedup=<b_time/d_time>
-for resnet50 on the chest X-rays. Then the memory check: peak RSS of featx extract for 1,000 and
+  RESULT featx_vs_naive=<b/a> featx_vs_ceiling=<b/c> featx_vs_compiled=<b/e>
+         large_jpeg_vs_limit=<b/f> large_png_vs_limit=<b/f> cache_rerun_speedup=<b_time/d_time>
+for resnet50 (the large-image ratios on the 2048 px JPEG / 16-bit PNG sets). Then the memory check: peak RSS of featx extract for 1,000 and
 10,000 images in fresh processes.
 
     .venv/bin/python bench/extract_throughput.py --quick      # < 10 minutes on 2 cores
@@ -36,7 +41,9 @@ CHEST = SHARED / "chest-xray-pneumonia-224"
 
 from featx.backbones.precision import keep_sensitive_layers_fp32  # noqa: E402
 from featx.backbones.registry import build  # noqa: E402
-from featx.backbones.inference import run_model  # noqa: E402
+from featx.backbones.inference import compile_model, prepare_model, run_model  # noqa: E402
+from featx.extraction.options import ExtractConfig  # noqa: E402
+from featx.sources import scan_sources  # noqa: E402
 from featx.extraction import extract  # noqa: E402
 from featx.runtime import make_runtime  # noqa: E402
 
@@ -114,12 +121,53 @@ def ceiling(model_name: str, weights, n: int, batch: int, precision: str) -> tup
     return done / (time.perf_counter() - t), runtime.describe()
 
 
-def featx_run(folder: Path, cache: Path, model_name: str, weights, batch: int) -> tuple[float, float, float, str]:
+def compiled_ceiling(model_name: str, weights, n: int, batch: int) -> float:
+    """Forward passes only, inductor-compiled (as featx --compile on), at featx's precision."""
+    runtime = make_runtime("auto", "auto")
+    model = compile_model(prepare_model(model_name, runtime, weights=weights), batch).model
+    x = torch.randn(batch, 3, *build(model_name, weights=weights).preprocess.crop_size)
+    run_model(model, x, runtime)  # compiles (or loads the cached graph)
     t = time.perf_counter()
-    s = extract([folder], cache, backbones=[model_name], weights=weights, batch_size=batch, progress=False)
+    done = 0
+    while done < n:
+        run_model(model, x, runtime)
+        done += batch
+    return done / (time.perf_counter() - t)
+
+
+def decode_core_seconds(folder: Path, model_name: str, weights, n: int = 48) -> float:
+    """CPU seconds to read and preprocess one image of ``folder`` (featx's reader, one thread)."""
+    from featx.backbones.preprocess import preprocess
+    prep = build(model_name, weights=weights).preprocess
+    opts = ExtractConfig().read_options(prep.resize_size)
+    samples = scan_sources([folder]).samples[:n]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t = time.process_time()
+        for s in samples:
+            preprocess(s.load(opts), prep)
+        return (time.process_time() - t) / len(samples)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def core_time_limit(decode_cs: float, compiled_rate: float) -> float:
+    """Images/s the cores allow when each image costs its decode plus its compiled forward pass."""
+    cores = os.cpu_count() or 1
+    model_cs = torch.get_num_threads() / compiled_rate
+    return cores / (decode_cs + model_cs)
+
+
+def featx_run(folder: Path, cache: Path, model_name: str, weights, batch: int,
+              compile_mode: str = "auto") -> tuple[float, float, float, str]:
+    t = time.perf_counter()
+    s = extract([folder], cache, backbones=[model_name], weights=weights, batch_size=batch, progress=False,
+                compile=compile_mode)
     first = time.perf_counter() - t
     t = time.perf_counter()
-    s2 = extract([folder], cache, backbones=[model_name], weights=weights, batch_size=batch, progress=False)
+    s2 = extract([folder], cache, backbones=[model_name], weights=weights, batch_size=batch, progress=False,
+                 compile=compile_mode)
     rerun = time.perf_counter() - t
     assert s2.ok == 0, "re-run recomputed something"
     return s.ok / first, first, rerun, s.runtime
@@ -148,6 +196,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer images (the run stays under 10 minutes)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help="featx's --compile for (b)")
     args = ap.parse_args()
     n_chest = 640 if args.quick else 1600
     n_large = 40 if args.quick else 96
@@ -157,26 +206,35 @@ def main():
                 "2048-jpeg": large_images(tmp / "jpeg", n_large, "jpeg"),
                 "2048-png16": large_images(tmp / "png16", n_large, "png16")}
         backbones = [("resnet50", "none"), ("efficientnet_lite0", None)]
-        print(f"{'backbone':<20}{'images':<16}{'n':>6}{'naive':>9}{'featx':>9}{'ceiling':>9}"
-              f"{'f/naive':>9}{'f/ceil':>8}{'rerun s':>9}{'first/rerun':>12}  runtime")
-        result = None
+        print(f"{'backbone':<20}{'images':<16}{'n':>6}{'naive':>9}{'featx':>9}{'ceiling':>9}{'compiled':>9}"
+              f"{'limit':>8}{'f/naive':>9}{'f/ceil':>8}{'f/comp':>8}{'f/limit':>8}{'rerun s':>9}{'first/rerun':>12}  runtime")
+        result = {}
         for name, weights in backbones:
+            e = compiled_ceiling(name, weights, 8 * args.batch_size, args.batch_size)
             for label, folder in sets.items():
                 n = sum(1 for _ in folder.rglob("*.*"))
                 a = naive(folder, name, weights, args.batch_size)
-                b, first, rerun, rt = featx_run(folder, tmp / f"{name}-{label}.h5", name, weights, args.batch_size)
+                b, first, rerun, rt = featx_run(folder, tmp / f"{name}-{label}.h5", name, weights, args.batch_size,
+                                                args.compile)
                 c, _ = ceiling(name, weights, max(n, 4 * args.batch_size), args.batch_size, "auto")
-                print(f"{name:<20}{label:<16}{n:>6}{a:>9.1f}{b:>9.1f}{c:>9.1f}{b / a:>9.2f}{b / c:>8.2f}"
-                      f"{rerun:>9.2f}{first / rerun:>12.0f}  {rt}", flush=True)
-                if name == "resnet50" and label == "chest-224-jpeg":
-                    result = (b / a, b / c, first / rerun)
+                f = core_time_limit(decode_core_seconds(folder, name, weights), e)
+                print(f"{name:<20}{label:<16}{n:>6}{a:>9.1f}{b:>9.1f}{c:>9.1f}{e:>9.1f}{f:>8.1f}{b / a:>9.2f}"
+                      f"{b / c:>8.2f}{b / e:>8.2f}{b / f:>8.2f}{rerun:>9.2f}{first / rerun:>12.0f}  {rt}", flush=True)
+                if name == "resnet50":
+                    if label == "chest-224-jpeg":
+                        result.update(featx_vs_naive=b / a, featx_vs_ceiling=b / c, featx_vs_compiled=b / e,
+                                      cache_rerun_speedup=first / rerun)
+                    else:
+                        result["large_jpeg_vs_limit" if label == "2048-jpeg" else "large_png_vs_limit"] = b / f
         if not args.no_memory:
             m1 = peak_rss_mb(small_pngs(tmp / "m1k", 1000), tmp / "m1k.h5")
             m10 = peak_rss_mb(small_pngs(tmp / "m10k", 10000), tmp / "m10k.h5")
             print(f"MEMORY peak_rss_1k={m1:.0f}MB peak_rss_10k={m10:.0f}MB delta={m10 - m1:+.0f}MB (target <= +300MB)")
         if result:
-            print(f"RESULT featx_vs_naive={result[0]:.2f} featx_vs_ceiling={result[1]:.2f} "
-                  f"cache_rerun_speedup={result[2]:.0f}")
+            order = ("featx_vs_naive", "featx_vs_ceiling", "featx_vs_compiled", "large_jpeg_vs_limit",
+                     "large_png_vs_limit", "cache_rerun_speedup")
+            print("RESULT " + " ".join(f"{k}={result[k]:.0f}" if k == "cache_rerun_speedup" else f"{k}={result[k]:.2f}"
+                                       for k in order if k in result))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

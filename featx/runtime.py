@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 from featx.errors import FeatxError
 
@@ -108,3 +109,28 @@ def configure_threads() -> None:
         torch.set_num_interop_threads(1)
     except RuntimeError:
         pass  # already set in this process (it can be set once, before any parallel work)
+
+
+def featx_cache_dir() -> Path:
+    """Where featx keeps machine-local caches: $FEATX_CACHE_DIR, else $XDG_CACHE_HOME/featx,
+    else ~/.cache/featx."""
+    if os.environ.get("FEATX_CACHE_DIR"):
+        return Path(os.environ["FEATX_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "featx"
+
+
+def use_inductor_cache() -> Path:
+    """Point inductor's on-disk caches (FX graph cache, compiled kernels) at
+    ``featx_cache_dir()/inductor`` unless TORCHINDUCTOR_CACHE_DIR is already set, so a second run
+    of the same backbone loads its compiled graph instead of compiling it again. Returns the dir.
+    (torch writes its own default into the variable the first time it looks, so that value counts
+    as unset.)"""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if not current or os.path.abspath(current) == os.path.abspath(default_cache_dir()):
+        path = featx_cache_dir() / "inductor"
+        path.mkdir(parents=True, exist_ok=True)
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
+    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+    return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])

@@ -26,7 +26,7 @@ from featx.cache import config_json
 from featx.errors import FeatxError
 
 #: config keys that record how a set was made but are not extractor settings
-PROVENANCE_KEYS = ("versions",)
+PROVENANCE_KEYS = ("versions", "compiled")  # how a set was made, not what it holds
 
 __all__ = [
     "DeepSet",

@@ -46,3 +46,18 @@ def test_bf16_svm_auc_within_001_of_fp32(fp32_and_bf16):
         aucs.append(roc_auc_score(t.y[te], clf.decision_function(t.X[te])))
     assert abs(aucs[0] - aucs[1]) < 0.01, aucs
     assert min(aucs) > 0.85, aucs
+
+
+
+def test_policy_keeps_the_stem_and_depthwise_convs_fp32(fp32_and_bf16):
+    from torch import nn
+
+    from featx.backbones.precision import FP32, POLICY, keep_sensitive_layers_fp32
+    from featx.backbones.registry import build
+    net = build("efficientnet_lite0").model.model
+    depthwise = [n for n, m in net.named_modules() if isinstance(m, nn.Conv2d) and 1 < m.groups == m.in_channels]
+    assert keep_sensitive_layers_fp32(net) == 1 + len(depthwise) == 17
+    assert [n for n, m in net.named_modules() if isinstance(m, FP32)] == ["conv_stem"] + depthwise
+    assert keep_sensitive_layers_fp32(net) == 0  # applied once
+    bf16 = fp32_and_bf16[1]
+    assert all(c["precision_policy"] == POLICY for c in bf16.configs.values())

@@ -53,9 +53,10 @@ Examples:
 @click.option("--engine", type=SuggestChoice(["local", "ray"]), default="local", show_default=True, help="ray: decode in Ray tasks and run the model in one Ray actor per GPU/CPU slot (--workers actors); needs featx[ray].")
 @click.option("--address", default=None, help="Ray cluster for --engine ray: auto, HOST:PORT or ray://HOST:PORT (default: $RAY_ADDRESS, else a local Ray).")
 @click.option("--stall-timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="With --engine ray: stop a run that finishes no batch for this many seconds (default 300), keeping the rows already computed.")
+@click.option("--compile", "compile_mode", type=SuggestChoice(["auto", "on", "off"]), default="auto", show_default=True, help="Run the backbone compiled by torch inductor (faster after a one-off compile, cached on disk under $FEATX_CACHE_DIR or ~/.cache/featx). auto: only for runs long enough to repay it.")
 def extract_cmd(sources, cache, backbones, handcrafted, layers, concat_layers, pooling, weights, arch, device, precision,
                 batch_size, workers, window, intensity, no_jpeg_draft, name, allow_outside, strict, rehash, quiet, force,
-                engine, address, stall_timeout):
+                engine, address, stall_timeout, compile_mode):
     """Extract features of SOURCES (folders, CSV manifests, .npz, DICOM or image files) into CACHE."""
     from featx.safeio import check_output
 
@@ -81,7 +82,7 @@ def extract_cmd(sources, cache, backbones, handcrafted, layers, concat_layers, p
                           precision=precision, batch_size=batch_size, workers=workers, strict=strict,
                           window=_window(window), intensity=intensity, jpeg_draft=not no_jpeg_draft,
                           allow_outside=allow_outside, name=name, progress=not quiet and sys.stderr.isatty(),
-                          engine=run_on, rehash=rehash)
+                          compile=compile_mode, engine=run_on, rehash=rehash)
     except KeyboardInterrupt:
         # Ctrl-C outside the batch loop (start-up, scanning, model building, a commit): nothing is
         # half-written (the cache is replaced atomically; computed rows wait in its journal).

@@ -46,20 +46,22 @@ def extract(sources: Sequence[str | Path] | str | Path, cache: str | Path,
             precision: str = "auto", batch_size: int = 32, workers: int | None = None,
             strict: bool = False, window=None, intensity: str = "auto", concat_layers: bool = False,
             jpeg_draft: bool = True, allow_outside: bool = False, name: str | None = None,
-            progress: bool = True, config: ExtractConfig | None = None,
+            progress: bool = True, compile: str = "auto", config: ExtractConfig | None = None,
             engine: Engine | None = None, rehash: bool = False) -> ExtractSummary:
     """Extract features of every image in ``sources`` into the HDF5 ``cache``; see ExtractConfig.
 
     ``engine`` runs the batches: None (this machine, LocalEngine) or
     ``featx.engines.ray.RayEngine(address=...)``. Every name (backbones, layers, pooling,
-    precision, handcrafted sets) is checked before the sources are scanned."""
+    precision, handcrafted sets) is checked before the sources are scanned. ``compile``: "on" runs
+    the backbones inductor-compiled, "auto" does when the run computes at least
+    featx.backbones.inference.AUTO_COMPILE_MIN_IMAGES images, "off" never (local engine)."""
     if config is None:
         config = ExtractConfig(backbones=_tup(backbones),
                                handcrafted=(handcrafted,) if isinstance(handcrafted, str) else _tup(handcrafted),
                                layers=_tup(layers), concat_layers=concat_layers, pooling=pooling, weights=weights,
                                device=device, precision=precision, batch_size=int(batch_size), workers=workers,
                                window=window, intensity=intensity, jpeg_draft=jpeg_draft, strict=strict,
-                               allow_outside=allow_outside, name=name, rehash=rehash)
+                               allow_outside=allow_outside, name=name, compile=compile, rehash=rehash)
     if isinstance(sources, (str, Path)):
         sources = [sources]
     return run(list(sources), Path(cache), config, progress, engine or LocalEngine())
@@ -98,6 +100,30 @@ def _deep_plans(cfg: ExtractConfig, runtime) -> list[DeepPlan]:
         prepared = prepare_model(bname, runtime, weights=cfg.weights, layers=cfg.layers, pooling=cfg.pooling)
         plans.append(DeepPlan(prepared, setconfig.deep_sets(cfg, prepared.backbone, runtime.precision)))
     return plans
+
+
+def _adopt_compiled_sets(plans: list[DeepPlan], existing: dict[str, dict]) -> None:
+    """A set first made compiled differs from this run's only by its ``compiled`` record: this
+    run extends it (compiled or not) rather than starting a twin set."""
+    for plan in plans:
+        for s in plan.sets:
+            found = existing.get(s.name)
+            if found and "compiled" in found and {k: v for k, v in found.items() if k != "compiled"} == s.config:
+                s.config = dict(found)
+
+
+def _compile_plans(plans: list[DeepPlan], cfg: ExtractConfig, n_images: int, existing: dict[str, dict]) -> None:
+    """Compile the plans' models when ``cfg.compile`` says so for ``n_images`` images. A new set
+    records ``compiled`` in its config; a set the cache already holds keeps its config (compiled
+    features match eager ones to float rounding, see featx.backbones.inference)."""
+    from featx.backbones.inference import COMPILED_RECORD, compile_model, should_compile
+    if not plans or not should_compile(cfg.compile, n_images):
+        return
+    for plan in plans:
+        plan.prepared = compile_model(plan.prepared, cfg.batch_size)
+        for s in plan.sets:
+            if s.name not in existing:
+                s.config["compiled"] = dict(COMPILED_RECORD)
 
 
 def _work_items(samples, plans: list[DeepPlan], hand, state: C.CacheState) -> list[WorkItem]:
@@ -163,11 +189,14 @@ def run(sources: list, cache: Path, cfg: ExtractConfig, progress: bool, engine: 
                              status="loading model" if cfg.backbones else "decoding")
                 runtime = engine.runtime(cfg) if cfg.backbones else None
                 plans = _deep_plans(cfg, runtime) if cfg.backbones else []
+                _adopt_compiled_sets(plans, state.sets)
                 setconfig.assign_names([s for p in plans for s in p.sets], state.sets)
                 summary.sets = [s.name for p in plans for s in p.sets] + [h.name for h in hand]
                 summary.runtime = runtime.describe() if runtime else "cpu (handcrafted)"
                 items = _work_items(scan.samples, plans, hand, state)
                 summary.reused = len(ids) - len(items)
+                if isinstance(engine, LocalEngine):
+                    _compile_plans(plans, cfg, len(items), state.sets)
                 bar.relabel(summary.runtime, total=len(items))
             updates = _metadata_updates(scan.samples, state, {i.sample.id for i in items})
             if updates.ids:

@@ -29,6 +29,7 @@ class ExtractConfig:
     allow_outside: bool = False
     rehash: bool = False           # hash every input again instead of trusting the cache's memo
     name: str | None = None
+    compile: str = "auto"      # auto | on | off: run the backbones inductor-compiled (featx.backbones.inference)
 
     def read_options(self, draft_size: int | None) -> ReadOptions:
         return ReadOptions(window=self.window, intensity=self.intensity,
@@ -69,6 +70,8 @@ def check_config(cfg: ExtractConfig) -> None:
         raise FeatxError(f"unknown precision {cfg.precision!r} ({', '.join(PRECISIONS)})")
     if cfg.device not in DEVICES and not (cfg.device.startswith("cuda:") and cfg.device[5:].isdigit()):
         raise FeatxError(f"unknown device {cfg.device!r} ({', '.join(DEVICES)}, cuda:N)")
+    if cfg.compile not in ("auto", "on", "off"):
+        raise FeatxError(f"unknown compile mode {cfg.compile!r} (auto, on, off)")
     if cfg.handcrafted:
         from featx.handcrafted import parse_handcrafted
         parse_handcrafted(list(cfg.handcrafted))

@@ -1,0 +1,90 @@
+"""The compiled execution path (inductor, freezing): features match eager ones, the compiled
+graph lands in featx's cache dir, configs record ``compiled`` only when compiled, and a failed
+compilation falls back to eager with one warning."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from featx import load_features
+from featx.backbones.inference import CompiledModel, compile_model, prepare_model, run_model, should_compile
+from featx.cache import list_sets
+from featx.errors import FeatxError
+from featx.extraction import extract
+from featx.runtime import make_runtime
+from tests.support import TINY
+from tests.support.images import make_class_folders
+
+
+
+
+@pytest.fixture
+def inductor_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path / "featx-cache"))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    yield tmp_path / "featx-cache" / "inductor"
+
+
+def test_auto_compiles_only_long_runs():
+    from featx.backbones.inference import AUTO_COMPILE_MIN_IMAGES as N
+    assert not should_compile("auto", N - 1) and should_compile("auto", N)
+    assert should_compile("on", 1) and not should_compile("off", 10**9)
+
+
+@pytest.mark.slow
+def test_compiled_features_match_eager_and_use_the_cache_dir(inductor_dir):
+    rt = make_runtime("cpu", "fp32")
+    eager = prepare_model(TINY, rt, weights="none")
+    torch.manual_seed(0)
+    x = torch.randn(5, 3, 64, 64)
+    want = run_model(eager.model, x, rt)["head"]
+    comp = compile_model(eager, batch_size=8)   # 5 rows: padded to the compiled batch
+    got = run_model(comp.model, x, rt)["head"]
+    assert comp.compiled and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert any(inductor_dir.rglob("*")), "nothing written under the featx inductor cache dir"
+
+
+def test_failed_compilation_warns_once_and_runs_eager(caplog):
+    rt = make_runtime("cpu", "fp32")
+    prepared = prepare_model(TINY, rt, weights="none")
+    model = CompiledModel(prepared.model, batch_size=4)
+
+    def broken(x):
+        raise RuntimeError("no C compiler found\nsecond line")
+    model.compiled = broken
+    x = torch.randn(3, 3, 32, 32)
+    with caplog.at_level(logging.WARNING, logger="featx"):
+        a = run_model(model, x, rt)["head"]
+        b = run_model(model, x, rt)["head"]
+    lines = [r.getMessage() for r in caplog.records if "compilation failed" in r.getMessage()]
+    assert len(lines) == 1 and "no C compiler found" in lines[0] and "second line" not in lines[0]
+    np.testing.assert_allclose(a, run_model(prepared.model, x, rt)["head"], rtol=1e-6)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_unknown_compile_mode_is_one_line(image_folder, tmp_path):
+    with pytest.raises(FeatxError, match="unknown compile mode 'yes'"):
+        extract([image_folder], tmp_path / "c.h5", backbones=[TINY], weights="none", compile="yes", progress=False)
+
+
+@pytest.mark.slow
+def test_compiled_run_records_it_and_an_eager_run_extends_the_same_set(image_folder, tmp_path, inductor_dir):
+    cache, off = tmp_path / "c.h5", tmp_path / "off.h5"
+    kw = dict(backbones=[TINY], weights="none", precision="fp32", batch_size=4, workers=0, progress=False)
+    extract([image_folder], off, compile="off", **kw)
+    s = extract([image_folder], cache, compile="on", **kw)
+    (name,) = s.sets
+    assert list_sets(cache)[name]["compiled"] == {"backend": "inductor", "freezing": True}
+    assert "compiled" not in list_sets(off)[name]
+    a, b = load_features(off, name), load_features(cache, name)
+    assert (a.ids == b.ids).all()
+    np.testing.assert_allclose(b.X, a.X, rtol=1e-4, atol=1e-5)
+    # an eager run with new images fills the compiled set instead of starting a twin
+    more = make_class_folders(tmp_path / "more", seed=1)
+    s2 = extract([image_folder, more], cache, compile="off", **kw)
+    assert s2.sets == [name] and list(list_sets(cache)) == [name] and s2.ok == 12
+    assert len(load_features(cache, name).ids) == 24
