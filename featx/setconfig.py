@@ -92,7 +92,8 @@ def request_key(cfg, backbone: str) -> str:
     d = {"backbone": backbone, "weights": weights, "layers": list(cfg.layers), "concat": cfg.concat_layers,
          "pooling": cfg.pooling, "precision": cfg.precision, "device": cfg.device, "name": cfg.name,
          "window": cfg.window, "intensity": cfg.intensity, "jpeg_draft": cfg.jpeg_draft,
-         "cpu_bf16": cpu_has_native_bf16(), "versions": library_versions()}
+         "cpu_bf16": cpu_has_native_bf16(), "versions": library_versions(),
+         **({"tta": list(cfg.tta)} if getattr(cfg, "tta", ()) else {})}
     return hashlib.sha256(config_json(d).encode()).hexdigest()[:16]
 
 
@@ -128,7 +129,10 @@ def deep_sets(cfg, backbone, precision: str) -> list[DeepSet]:
         base += "_random"
     elif backbone.weights.source == "file":
         base += f"_w{backbone.weights.sha256[:8]}"
-    common = dict(backbone.config(), kind="deep", precision=precision,
+    from featx.views import views_config, views_suffix
+    tta = tuple(getattr(cfg, "tta", ()))
+    base += views_suffix(tta)
+    common = dict(backbone.config(), **views_config(tta), kind="deep", precision=precision,
                   **({"precision_policy": POLICY} if precision != "fp32" else {}),
                   read=cfg.read_options(backbone.preprocess.resize_size).config(), versions=library_versions())
     groups = [backbone.taps] if cfg.concat_layers else [[t] for t in backbone.taps]
@@ -237,10 +241,12 @@ def extraction_calls(set_configs: dict[str, dict], weights_files: Sequence[str] 
         taps = list(cfg.get("taps") or ["head"])
         concat = len(taps) > 1
         precision = cfg.get("precision", "auto")
+        tta = list(cfg.get("tta") or [])
         key = json.dumps([cfg["backbone"], cfg.get("pooling", "avg"), weights, precision, read_kw, concat,
-                          taps if concat else None], sort_keys=True, default=str)
+                          taps if concat else None, tta], sort_keys=True, default=str)
         g = groups.setdefault(key, dict(backbones=[cfg["backbone"]], layers=[], pooling=cfg.get("pooling", "avg"),
-                                        weights=weights, precision=precision, concat_layers=concat, **read_kw))
+                                        weights=weights, precision=precision, concat_layers=concat, **read_kw,
+                                        **({"tta": tta} if tta else {})))
         for t in taps:
             if t not in g["layers"]:
                 g["layers"].append(t)

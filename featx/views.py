@@ -1,6 +1,9 @@
 """Test-time views: features averaged over flipped / cropped copies of each preprocessed image.
 
-:class:`ViewAveraged` wraps a feature model (``featx.backbones.taps.FeatureModel``: a batch ->
+This module names and checks the views without importing torch (a cached re-run never builds a
+network); the torch module that runs them is featx.backbones.tta.
+
+``featx.backbones.tta.ViewAveraged`` wraps a feature model (``featx.backbones.taps.FeatureModel``: a batch ->
 ``{tap: (B, D) pooled features}``) and returns, per tap, the mean over the views of the batch:
 
 * the identity (always),
@@ -15,10 +18,6 @@ extractor records :func:`views_config` in the set's config and names the set wit
 from __future__ import annotations
 
 from typing import Sequence
-
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from featx.errors import FeatxError
 
@@ -61,46 +60,3 @@ def n_views(views: Sequence[str]) -> int:
     views = parse_views(list(views))
     return 1 + sum(5 if v == "crop5" else 1 for v in views)
 
-
-def five_crops(x: torch.Tensor, fraction: float = CROP_FRACTION) -> list[torch.Tensor]:
-    """The 4 corner crops and the centre crop of a (B, C, H, W) batch, resized back to (H, W)."""
-    h, w = x.shape[-2:]
-    ch, cw = max(1, round(h * fraction)), max(1, round(w * fraction))
-    tops = [(0, 0), (0, w - cw), (h - ch, 0), (h - ch, w - cw), ((h - ch) // 2, (w - cw) // 2)]
-    out = []
-    for top, left in tops:
-        crop = x[..., top:top + ch, left:left + cw]
-        out.append(F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False))
-    return out
-
-
-def view_batches(x: torch.Tensor, views: Sequence[str]):
-    """Yield the identity then each view of batch ``x`` (B, C, H, W)."""
-    yield x
-    for v in views:
-        if v == "flip":
-            yield torch.flip(x, dims=[-1])
-        elif v == "vflip":
-            yield torch.flip(x, dims=[-2])
-        elif v == "crop5":
-            yield from five_crops(x)
-
-
-class ViewAveraged(nn.Module):
-    """``feature_model`` run on each view of the batch; returns ``{tap: mean over views}``."""
-
-    def __init__(self, feature_model: nn.Module, views: Sequence[str] = ("flip",)):
-        super().__init__()
-        self.feature_model = feature_model
-        self.views = parse_views(list(views))
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        total: dict[str, torch.Tensor] = {}
-        count = 0
-        for batch in view_batches(x, self.views):
-            out = self.feature_model(batch)
-            for tap, feats in out.items():
-                feats = feats.float()
-                total[tap] = feats if tap not in total else total[tap] + feats
-            count += 1
-        return {tap: t / count for tap, t in total.items()}

@@ -6,7 +6,8 @@ import torch
 
 from featx.backbones.registry import build
 from featx.errors import FeatxError
-from featx.views import ViewAveraged, five_crops, n_views, parse_views, views_config, views_suffix
+from featx.backbones.tta import ViewAveraged, five_crops
+from featx.views import n_views, parse_views, views_config, views_suffix
 from tests.support import TINY
 
 

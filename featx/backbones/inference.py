@@ -39,10 +39,12 @@ class PreparedModel:
         return isinstance(self.model, CompiledModel) and not self.model.fell_back
 
 
-def prepare_model(name: str, runtime, weights=None, layers=None, pooling: str = "avg") -> PreparedModel:
+def prepare_model(name: str, runtime, weights=None, layers=None, pooling: str = "avg",
+                  views=()) -> PreparedModel:
     """Build backbone ``name`` (see featx.backbones.registry.build), apply the precision policy
     (featx.backbones.precision) when ``runtime`` runs reduced precision, move it to the runtime's
-    device, in channels_last memory format where that pays."""
+    device, in channels_last memory format where that pays. ``views`` (featx.views: "flip",
+    "vflip", "crop5"): the model returns each tap's mean over those test-time views of the input."""
     import torch
 
     from featx.backbones.precision import keep_sensitive_layers_fp32
@@ -54,6 +56,9 @@ def prepare_model(name: str, runtime, weights=None, layers=None, pooling: str = 
     model = bb.model.to(runtime.device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if views:
+        from featx.backbones.tta import ViewAveraged
+        model = ViewAveraged(model, tuple(views)).eval()
     return PreparedModel(bb, model, runtime)
 
 

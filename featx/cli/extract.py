@@ -47,6 +47,7 @@ Examples:
 @click.option("--name", default=None, help="Name for the feature set (default: the backbone's name).")
 @click.option("--allow-outside", is_flag=True, help="Let a CSV manifest point outside its own folder.")
 @click.option("--strict", is_flag=True, help="Exit non-zero if any input failed.")
+@click.option("--tta", default=None, help="Test-time views averaged per image, stored as their own set: flip, vflip, crop5 (comma-separated).")
 @click.option("--rehash", is_flag=True, help="Read and hash every input file again instead of trusting the cache's memo of unchanged files (size, mtime, ctime, inode).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output of another kind (never an input).")
@@ -55,7 +56,7 @@ Examples:
 @click.option("--stall-timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="With --engine ray: stop a run that finishes no batch for this many seconds (default 300), keeping the rows already computed.")
 @click.option("--compile", "compile_mode", type=SuggestChoice(["auto", "on", "off"]), default="auto", show_default=True, help="Run the backbone compiled by torch inductor (faster after a one-off compile, cached on disk under $FEATX_CACHE_DIR or ~/.cache/featx). auto: only for runs long enough to repay it.")
 def extract_cmd(sources, cache, backbones, handcrafted, layers, concat_layers, pooling, weights, arch, device, precision,
-                batch_size, workers, window, intensity, no_jpeg_draft, name, allow_outside, strict, rehash, quiet, force,
+                batch_size, workers, window, intensity, no_jpeg_draft, name, allow_outside, strict, tta, rehash, quiet, force,
                 engine, address, stall_timeout, compile_mode):
     """Extract features of SOURCES (folders, CSV manifests, .npz, DICOM or image files) into CACHE."""
     from featx.safeio import check_output
@@ -82,7 +83,7 @@ def extract_cmd(sources, cache, backbones, handcrafted, layers, concat_layers, p
                           precision=precision, batch_size=batch_size, workers=workers, strict=strict,
                           window=_window(window), intensity=intensity, jpeg_draft=not no_jpeg_draft,
                           allow_outside=allow_outside, name=name, progress=not quiet and sys.stderr.isatty(),
-                          compile=compile_mode, engine=run_on, rehash=rehash)
+                          compile=compile_mode, engine=run_on, rehash=rehash, tta=tta)
     except KeyboardInterrupt:
         # Ctrl-C outside the batch loop (start-up, scanning, model building, a commit): nothing is
         # half-written (the cache is replaced atomically; computed rows wait in its journal).

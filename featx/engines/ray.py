@@ -139,7 +139,8 @@ class _Embedder:
         runtime = make_runtime(device, precision)
         self.prepared = []
         for bname, want in zip(cfg.backbones, expect):
-            p = prepare_model(bname, runtime, weights=cfg.weights, layers=cfg.layers, pooling=cfg.pooling)
+            p = prepare_model(bname, runtime, weights=cfg.weights, layers=cfg.layers, pooling=cfg.pooling,
+                              views=cfg.tta)
             got = p.backbone.config()
             if C.config_json(got) != C.config_json(want):  # e.g. another weights file on this node
                 raise FeatxError(f"backbone {bname!r} on a Ray worker differs from the driver's "

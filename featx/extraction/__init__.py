@@ -24,6 +24,7 @@ from featx.extraction.engine import DeepPlan, Engine, EngineResult, ExtractJob, 
 from featx.extraction.options import ExtractConfig, ExtractSummary, check_config
 from featx.extraction.records import RunBar
 from featx.sources import scan_sources
+from featx.views import parse_views
 
 __all__ = ["DeepPlan", "Engine", "EngineResult", "ExtractConfig", "ExtractJob", "ExtractSummary",
            "LocalEngine", "check_config", "extract", "run"]
@@ -47,7 +48,7 @@ def extract(sources: Sequence[str | Path] | str | Path, cache: str | Path,
             strict: bool = False, window=None, intensity: str = "auto", concat_layers: bool = False,
             jpeg_draft: bool = True, allow_outside: bool = False, name: str | None = None,
             progress: bool = True, compile: str = "auto", config: ExtractConfig | None = None,
-            engine: Engine | None = None, rehash: bool = False) -> ExtractSummary:
+            engine: Engine | None = None, rehash: bool = False, tta=()) -> ExtractSummary:
     """Extract features of every image in ``sources`` into the HDF5 ``cache``; see ExtractConfig.
 
     ``engine`` runs the batches: None (this machine, LocalEngine) or
@@ -61,7 +62,8 @@ def extract(sources: Sequence[str | Path] | str | Path, cache: str | Path,
                                layers=_tup(layers), concat_layers=concat_layers, pooling=pooling, weights=weights,
                                device=device, precision=precision, batch_size=int(batch_size), workers=workers,
                                window=window, intensity=intensity, jpeg_draft=jpeg_draft, strict=strict,
-                               allow_outside=allow_outside, name=name, compile=compile, rehash=rehash)
+                               allow_outside=allow_outside, name=name, compile=compile, rehash=rehash,
+                               tta=parse_views(tta))
     if isinstance(sources, (str, Path)):
         sources = [sources]
     return run(list(sources), Path(cache), config, progress, engine or LocalEngine())
@@ -97,7 +99,8 @@ def _deep_plans(cfg: ExtractConfig, runtime) -> list[DeepPlan]:
     from featx.backbones.inference import prepare_model
     plans = []
     for bname in cfg.backbones:
-        prepared = prepare_model(bname, runtime, weights=cfg.weights, layers=cfg.layers, pooling=cfg.pooling)
+        prepared = prepare_model(bname, runtime, weights=cfg.weights, layers=cfg.layers, pooling=cfg.pooling,
+                                 views=cfg.tta)
         plans.append(DeepPlan(prepared, setconfig.deep_sets(cfg, prepared.backbone, runtime.precision)))
     return plans
 

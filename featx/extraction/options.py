@@ -29,6 +29,7 @@ class ExtractConfig:
     allow_outside: bool = False
     rehash: bool = False           # hash every input again instead of trusting the cache's memo
     name: str | None = None
+    tta: tuple[str, ...] = ()      # test-time views averaged per image (featx.views): flip, vflip, crop5
     compile: str = "auto"      # auto | on | off: run the backbones inductor-compiled (featx.backbones.inference)
 
     def read_options(self, draft_size: int | None) -> ReadOptions:
@@ -70,6 +71,8 @@ def check_config(cfg: ExtractConfig) -> None:
         raise FeatxError(f"unknown precision {cfg.precision!r} ({', '.join(PRECISIONS)})")
     if cfg.device not in DEVICES and not (cfg.device.startswith("cuda:") and cfg.device[5:].isdigit()):
         raise FeatxError(f"unknown device {cfg.device!r} ({', '.join(DEVICES)}, cuda:N)")
+    from featx.views import parse_views
+    parse_views(cfg.tta)   # one line for an unknown view
     if cfg.compile not in ("auto", "on", "off"):
         raise FeatxError(f"unknown compile mode {cfg.compile!r} (auto, on, off)")
     if cfg.handcrafted:
