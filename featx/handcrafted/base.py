@@ -154,7 +154,7 @@ def as_bool(descriptor: str, field: str, value: Any) -> bool:
 # name suffixes
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
     """Compact, filesystem/HDF5-safe text for a parameter value in a name suffix."""
     if isinstance(value, bool):
         return "1" if value else "0"
@@ -167,8 +167,8 @@ def _fmt(value: Any) -> str:
     if isinstance(value, str):
         return "".join(ch for ch in value.lower() if ch.isalnum())
     if isinstance(value, (tuple, list)):
-        return "-".join(_fmt(v) for v in value)
-    return _fmt(str(value))
+        return "-".join(format_value(v) for v in value)
+    return format_value(str(value))
 
 
 def _jsonable(value: Any) -> Any:
@@ -207,7 +207,7 @@ class HandcraftedSpec:
         return out
 
     def _fmt_param(self, field: str, value: Any) -> str:
-        return _fmt(value)
+        return format_value(value)
 
     @property
     def name(self) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 from skimage.feature import graycomatrix, graycoprops
 
 from featx.errors import FeatxError
-from featx.handcrafted.base import HandcraftedSpec, _fmt, as_bool, as_choice, as_int, quantize
+from featx.handcrafted.base import HandcraftedSpec, format_value, as_bool, as_choice, as_int, quantize
 
 DEFAULT_PROPS = ("contrast", "dissimilarity", "homogeneity", "energy", "correlation", "ASM")
 PROPS = (
@@ -109,7 +109,7 @@ class GLCMSpec(HandcraftedSpec):
         for p in self.props:
             for dist in self.distances:
                 if self.angle_mode == "all":
-                    names += [f"{self.name}_{p}_d{dist}_a{_fmt(a)}" for a in self.angles_deg]
+                    names += [f"{self.name}_{p}_d{dist}_a{format_value(a)}" for a in self.angles_deg]
                 elif self.angle_mode == "mean":
                     names.append(f"{self.name}_{p}_d{dist}_mean")
                 else:

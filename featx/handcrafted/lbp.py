@@ -10,7 +10,7 @@ import numpy as np
 from skimage.feature import local_binary_pattern
 
 from featx.errors import FeatxError
-from featx.handcrafted.base import HandcraftedSpec, _fmt, as_choice, as_int, quantize
+from featx.handcrafted.base import HandcraftedSpec, format_value, as_choice, as_int, quantize
 
 METHODS = ("uniform", "ror", "nri_uniform")
 
@@ -106,7 +106,7 @@ class LBPSpec(HandcraftedSpec):
 
     def _fmt_param(self, field: str, value: Any) -> str:
         if field == "points_radii":
-            return "-".join(f"{P}r{_fmt(R)}" for P, R in value)
+            return "-".join(f"{P}r{format_value(R)}" for P, R in value)
         return super()._fmt_param(field, value)
 
     @property
@@ -117,7 +117,7 @@ class LBPSpec(HandcraftedSpec):
         names = []
         for P, R in self.points_radii:
             labels = ror_codes(P) if self.method == "ror" else range(n_bins(self.method, P))
-            names += [f"{self.name}_P{P}_R{_fmt(R)}_{int(c)}" for c in labels]
+            names += [f"{self.name}_P{P}_R{format_value(R)}_{int(c)}" for c in labels]
         return names
 
     def histogram(self, q: np.ndarray, P: int, R: float) -> np.ndarray:
