@@ -92,3 +92,18 @@ def breast_cache(tmp_path_factory) -> Path:
     cache = tmp_path_factory.mktemp("breast") / "breast.h5"
     extract([str(BREAST_NPZ)], cache, progress=False)
     return cache
+
+
+@pytest.fixture
+def hash_calls(monkeypatch) -> list[str]:
+    """The paths featx hashes (sha256 of file bytes) from now on in this test, in order."""
+    import featx.sources.base as source_base
+
+    calls: list[str] = []
+    real = source_base.sha256_file
+
+    def counting(path, *a, **k):
+        calls.append(str(path))
+        return real(path, *a, **k)
+    monkeypatch.setattr(source_base, "sha256_file", counting)
+    return calls

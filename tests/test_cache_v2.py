@@ -140,18 +140,7 @@ def test_compact_and_copy(tmp_path):
         C.load_features(tmp_path / "moved.h5", "deep")
 
 
-def _count_hashes(monkeypatch):
-    calls = []
-    real = source_base.sha256_file
-
-    def counting(path, *a, **k):
-        calls.append(str(path))
-        return real(path, *a, **k)
-    monkeypatch.setattr(source_base, "sha256_file", counting)
-    return calls
-
-
-def test_scan_memo_skips_unchanged_files_and_rehashes_changed_ones(tmp_path, monkeypatch):
+def test_scan_memo_skips_unchanged_files_and_rehashes_changed_ones(tmp_path, hash_calls):
     from PIL import Image
     folder = tmp_path / "img"
     folder.mkdir()
@@ -168,7 +157,7 @@ def test_scan_memo_skips_unchanged_files_and_rehashes_changed_ones(tmp_path, mon
         C.commit(cache)
     memo = C.read_memo(cache)
     assert len(memo) == 6
-    calls = _count_hashes(monkeypatch)
+    calls = hash_calls
     again = scan_sources([folder], memo=memo)
     assert calls == [] and [s.id for s in again.samples] == [s.id for s in scan.samples]
     # different bytes, same size, mtime put back: ctime still tells

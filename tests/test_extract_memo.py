@@ -12,22 +12,11 @@ from featx.extraction import extract
 HAND = dict(backbones=[], handcrafted="firstorder", progress=False, workers=0)
 
 
-def _count_hashes(monkeypatch) -> list[str]:
-    calls: list[str] = []
-    real = base.sha256_file
-
-    def counting(path, *a, **k):
-        calls.append(str(path))
-        return real(path, *a, **k)
-    monkeypatch.setattr(base, "sha256_file", counting)
-    return calls
-
-
-def test_rerun_hashes_only_changed_files_and_rehash_hashes_all(image_folder, tmp_path, monkeypatch):
+def test_rerun_hashes_only_changed_files_and_rehash_hashes_all(image_folder, tmp_path, hash_calls):
     cache = tmp_path / "c.h5"
     first = extract([image_folder], cache, **HAND)
     assert first.ok == 12
-    calls = _count_hashes(monkeypatch)
+    calls = hash_calls
     again = extract([image_folder], cache, **HAND)
     assert calls == [] and again.reused == 12 and again.ok == 0
 
