@@ -64,3 +64,25 @@ def test_report_of_a_saved_model_on_breastmnist_test_images(tmp_path):
     data = json.loads((out / "robustness.json").read_text())
     assert set(data) >= {"clean", "corruptions", "adversarial"} and data["corruptions"]["contrast"]["5"]["auc"] is not None
     assert (out / "gaussian_noise.png").stat().st_size > 1000 and "| contrast |" in (out / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_adversarial_entry_for_a_mirrored_head_uses_the_torch_mirror(tmp_path):
+    """logreg has an exact torch mirror (featx.explain): FGSM/PGD numbers exist for every budget,
+    and a larger budget never helps the model (PGD at 8/255 is no better than clean)."""
+    from featx.extraction import extract
+    from featx.fit import fit
+
+    cache = tmp_path / "b.h5"
+    extract([BREAST_NPZ], cache, backbones=["timm/test_efficientnet"], weights="none", device="cpu",
+            precision="fp32", batch_size=64, progress=False)
+    sets = __import__("featx").cache.list_sets(cache)
+    model = fit(cache, list(sets)[0], "logreg", n_boot=0).save(tmp_path / "m.skops")
+    result = evaluate_robustness(model, [BREAST_NPZ], split="test", max_images=16, corruptions=["contrast"],
+                                 severities=(5,), epsilons=(1 / 255, 8 / 255))
+    adv = {float(k): v for k, v in result["adversarial"].items()}      # keys: the budgets, as JSON text
+    assert sorted(adv) == pytest.approx([1 / 255, 8 / 255], rel=1e-5), result.get("notes")
+    adv = dict(zip([1 / 255, 8 / 255], [adv[k] for k in sorted(adv)]))
+    for eps, m in adv.items():
+        assert {"fgsm", "pgd"} <= set(m) and m["n"] == 16 and 0 <= m["accuracy"] <= 1
+    assert adv[8 / 255]["pgd"]["accuracy"] <= result["clean"]["accuracy"]
