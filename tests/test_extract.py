@@ -31,7 +31,7 @@ def test_breastmnist_cache_with_real_weights_read_by_bare_h5py(breast_cache):
         names = json.loads(f["samples/label"].attrs["class_names"])
         assert f.attrs["featx_layout_version"] == C.LAYOUT_VERSION
         assert f["features/efficientnet_lite0"].is_virtual   # layout 2: a view over the shards
-    with h5py.File(next(C.shards_dir(cache).glob("f-*.h5")), "r") as shard:
+    with h5py.File(next(C.shards_dir(breast_cache).glob("f-*.h5")), "r") as shard:
         assert shard["X"].compression == "gzip"
     assert X.shape == (780, 1280) and X.dtype == np.float32 and np.isfinite(X).all()
     assert len(set(ids)) == 780

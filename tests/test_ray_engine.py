@@ -204,7 +204,7 @@ def test_missing_ray_is_a_one_line_featx_error(monkeypatch, tmp_path):
     sets, y = toy_data(60)
     toy = write_cache(tmp_path / "toy.h5", sets, y)
     for args in (["extract", str(BREAST_NPZ), "-o", str(tmp_path / "x.h5"), "--engine", "ray"],
-                 ["fit", str(toy), "--features", "a", "-o", str(tmp_path / "m.joblib"), "--engine", "ray"]):
+                 ["fit", str(toy), "--features", "a", "--head", "svm", "-o", str(tmp_path / "m.joblib"), "--engine", "ray"]):
         res = CliRunner().invoke(main, args)
         assert res.exit_code == 2
         lines = res.output.strip().splitlines()

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from featx.cache.base import (CacheLock, config_json, journal_dir, lock_path, open_read, reading, shards_dir,
                               str_dtype)
-from featx.cache.commit import commit, layout_version, migrate_v1
-from featx.cache.compact import compact, copy_cache
+from featx.cache.committing import commit, layout_version, migrate_v1
+from featx.cache.compaction import compact, copy_cache
 from featx.cache.journal import (BatchRecord, Journal, SetRows, load_rows, pending_records, quarantine_dir,
                                  read_record)
 from featx.cache.read import CacheState, list_sets, load_features, parse_sets, read_memo, read_state

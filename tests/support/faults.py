@@ -279,7 +279,7 @@ def arm(point: str) -> None:
     yet deleted)."""
     import sys
     import featx.cache  # noqa: F401
-    commit_mod = sys.modules["featx.cache.commit"]  # featx.cache.commit the attribute is the function
+    commit_mod = sys.modules["featx.cache.committing"]
     store = sys.modules["featx.cache.store"]
 
     def die():

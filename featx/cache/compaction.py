@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from featx.cache.base import CacheLock, open_read, shards_dir, str_dtype
-from featx.cache.commit import COPY_ROWS, commit, current_index
+from featx.cache.committing import COPY_ROWS, commit, current_index
 from featx.cache.store import (SAMPLES, STR_FIELDS, Index, SetShard, ShardWriter, read_index, remove_unreferenced_shards,
                                write_index)
 from featx.errors import CacheError
