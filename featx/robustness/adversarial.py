@@ -42,7 +42,7 @@ def adversarial_metrics(bundle, images: list[np.ndarray], y: np.ndarray, epsilon
     the model has no exact differentiable mirror. ``max_images`` bounds the cost (a random subset)."""
     import torch
 
-    from featx.robustness.evaluation import _metrics
+    from featx.robustness.evaluation import score_block
 
     try:
         from featx.explain.model import DifferentiableModel
@@ -79,7 +79,7 @@ def adversarial_metrics(bundle, images: list[np.ndarray], y: np.ndarray, epsilon
                     with torch.no_grad():
                         d = torch.softmax(model(adv), dim=1).numpy()
                     scores[np.asarray(b)[:, None], np.asarray(classes)[None, :]] = d
-            per_attack[attack] = _metrics(scores[keep], y[keep], np.zeros(keep.size, bool))
+            per_attack[attack] = score_block(scores[keep], y[keep], np.zeros(keep.size, bool))
             per_attack[attack].pop("ood_rate")
         worse = min(per_attack.values(), key=lambda m: (m["accuracy"] if m["accuracy"] is not None else 1.0))
         out[float(eps)] = {"auc": worse["auc"], "accuracy": worse["accuracy"], "n": worse["n"], **per_attack}

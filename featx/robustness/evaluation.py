@@ -20,7 +20,7 @@ from featx.errors import FeatxError
 from featx.robustness.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 
 
-def _metrics(proba: np.ndarray, y: np.ndarray, ood: np.ndarray) -> dict[str, Any]:
+def score_block(proba: np.ndarray, y: np.ndarray, ood: np.ndarray) -> dict[str, Any]:
     """AUC (binary: positive column; multi-class: one-vs-rest macro), accuracy, OOD rate."""
     from sklearn.metrics import roc_auc_score
 
@@ -149,7 +149,7 @@ def evaluate_robustness(
         proba, ood = _predict_images(bundle, flat, tmp, "all", opts)
     n = len(images)
     for k, (name, sev, _) in enumerate(variants):
-        m = _metrics(proba[k * n:(k + 1) * n], y, ood[k * n:(k + 1) * n])
+        m = score_block(proba[k * n:(k + 1) * n], y, ood[k * n:(k + 1) * n])
         if name == "clean":
             result["clean"] = m
         else:

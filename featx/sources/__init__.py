@@ -16,7 +16,7 @@ from typing import Iterable
 
 from featx.errors import DecodeError, SourceError
 from featx.safeio import file_type_name, not_regular_reason
-from featx.sources import dicom as _dicom
+from featx.sources import dicom
 from featx.sources.base import (Failure, ReadOptions, Sample, ScanMemo, ScanResult, content_id, path_problem,
                                sha256_file)  # noqa: F401  (sha256_file: featx.sources.sha256_file stays)
 from featx.sources.folder import plan_folder
@@ -54,12 +54,12 @@ def scan_file(path: Path, label: str | None = None, group: str = "", split: str 
         res.failures.append(Failure(str(path), f"cannot read ({e.strerror or e})"))
         return res
     try:
-        if _dicom.is_dicom(head):
-            ds = _dicom.read_header(str(path))
+        if dicom.is_dicom(head):
+            ds = dicom.read_header(str(path))
             resolved = str(path.resolve())
             digest, stat = content_id(path, memo, resolved)
             group = group or str(getattr(ds, "PatientID", "") or "")
-            frames = _dicom.n_frames(ds)
+            frames = dicom.n_frames(ds)
             for k in range(frames):
                 res.samples.append(Sample(
                     id=digest if frames == 1 else f"{digest}#{k}",
