@@ -58,8 +58,14 @@ def preprocess(image: np.ndarray, cfg: PreprocessConfig) -> torch.Tensor:
     arr = np.ascontiguousarray(image, dtype=np.float32)
     # resize and crop one channel for gray images, and replicate only at the end
     t = torch.from_numpy(arr).unsqueeze(0) if arr.ndim == 2 else torch.from_numpy(arr).permute(2, 0, 1)
-    t = t.unsqueeze(0)
-    h, w = t.shape[-2:]
+    return preprocess_batch(t.unsqueeze(0), cfg)[0].contiguous()
+
+
+def preprocess_batch(x: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
+    """A (B, C, H, W) batch in [0, 1] (C = 1 or 3) -> the normalized (B, 3, h, w) model input:
+    resize (shorter side, or squash), clamp, centre crop, gray replicated to 3 channels, mean/std.
+    Differentiable (featx explain back-propagates through it); keeps x's dtype and device."""
+    h, w = x.shape[-2:]
     ch, cw = cfg.crop_size
     if cfg.crop_mode == "squash":
         new_h = new_w = cfg.resize_size
@@ -69,11 +75,11 @@ def preprocess(image: np.ndarray, cfg: PreprocessConfig) -> torch.Tensor:
     if (new_h, new_w) != (h, w):
         mode = _INTERP.get(cfg.interpolation, "bilinear")
         kw = {"antialias": True, "align_corners": False} if mode in ("bilinear", "bicubic") else {}
-        t = F.interpolate(t, size=(new_h, new_w), mode=mode, **kw).clamp_(0.0, 1.0)
+        x = F.interpolate(x, size=(new_h, new_w), mode=mode, **kw).clamp(0.0, 1.0)
     top, left = max(0, (new_h - ch) // 2), max(0, (new_w - cw) // 2)
-    t = t[..., top:top + ch, left:left + cw]
-    if t.shape[1] == 1:
-        t = t.expand(-1, 3, -1, -1)
-    mean = torch.tensor(cfg.mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.std, dtype=torch.float32).view(1, 3, 1, 1)
-    return ((t - mean) / std)[0].contiguous()
+    x = x[..., top:top + ch, left:left + cw]
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    mean = torch.tensor(cfg.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std

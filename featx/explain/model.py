@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from featx.backbones.preprocess import preprocess_batch  # noqa: F401  (the one preprocessing, differentiable)
 from featx.bundle import ModelBundle
 from featx.errors import FeatxError
 from featx.explain.mirror import TorchHead
@@ -79,29 +79,6 @@ def prepare_backbones(set_configs: dict[str, dict], random_weights: bool = False
         call = extraction_calls(hand)[0]
         read = ReadOptions(window=call.get("window"), intensity=call.get("intensity", "auto"))
     return uses, HandUse(specs, read)
-
-
-def preprocess_batch(x: torch.Tensor, cfg) -> torch.Tensor:
-    """``featx.backbones.preprocess.preprocess`` on a batch, differentiably: (B, C, H, W) in [0, 1]
-    -> the normalised (B, 3, h, w) model input (same resize, clamp, crop and normalisation)."""
-    h, w = x.shape[-2:]
-    ch, cw = cfg.crop_size
-    if cfg.crop_mode == "squash":
-        new_h = new_w = cfg.resize_size
-    else:
-        scale = cfg.resize_size / min(h, w)
-        new_h, new_w = max(ch, round(h * scale)), max(cw, round(w * scale))
-    if (new_h, new_w) != (h, w):
-        mode = cfg.interpolation if cfg.interpolation in ("bilinear", "bicubic", "nearest", "area") else "bilinear"
-        kw = {"antialias": True, "align_corners": False} if mode in ("bilinear", "bicubic") else {}
-        x = F.interpolate(x, size=(new_h, new_w), mode=mode, **kw).clamp(0.0, 1.0)
-    top, left = max(0, (new_h - ch) // 2), max(0, (new_w - cw) // 2)
-    x = x[..., top:top + ch, left:left + cw]
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    mean = torch.tensor(cfg.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
 
 
 def set_slices(bundle: ModelBundle) -> dict[str, slice]:
