@@ -9,8 +9,12 @@ on disk under featx's cache dir (see featx.runtime.use_inductor_cache).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -24,6 +28,11 @@ COMPILE_MODES = ("auto", "on", "off")
 #: "Compiled extraction") breaks even earlier. Rounded to one figure for every backbone.
 AUTO_COMPILE_MIN_IMAGES = 2500
 
+#: ... and at least this many when this exact graph (backbone, weights, taps, views, device,
+#: precision, batch size, torch version) was compiled before and is in the on-disk cache: loading
+#: it costs a few seconds of tracing instead of a compile (see README, "Compiled extraction").
+AUTO_COMPILE_CACHED_MIN_IMAGES = 500
+
 #: what a compiled set records in its config (key ``compiled``; only when compiled)
 COMPILED_RECORD = {"backend": "inductor", "freezing": True}
 
@@ -33,6 +42,7 @@ class PreparedModel:
     backbone: object          # featx.backbones.registry.Backbone (name, preprocessing, weights, taps)
     model: object             # its FeatureModel on the runtime's device (a CompiledModel when compiled)
     runtime: object           # featx.runtime.Runtime
+    views: tuple = ()         # test-time views the model averages over (featx.views)
 
     @property
     def compiled(self) -> bool:
@@ -59,14 +69,38 @@ def prepare_model(name: str, runtime, weights=None, layers=None, pooling: str = 
     if views:
         from featx.backbones.tta import ViewAveraged
         model = ViewAveraged(model, tuple(views)).eval()
-    return PreparedModel(bb, model, runtime)
+    return PreparedModel(bb, model, runtime, tuple(views))
 
 
-def should_compile(mode: str, n_images: int) -> bool:
-    """Whether ``compile=mode`` compiles a run that computes ``n_images`` images."""
+def should_compile(mode: str, n_images: int, graph_cached: bool = False) -> bool:
+    """Whether ``compile=mode`` compiles a run that computes ``n_images`` images; ``graph_cached``:
+    the compiled graph of this model and batch size is in the on-disk cache (graph_is_cached)."""
     if mode == "auto":
-        return n_images >= AUTO_COMPILE_MIN_IMAGES
+        return n_images >= (AUTO_COMPILE_CACHED_MIN_IMAGES if graph_cached else AUTO_COMPILE_MIN_IMAGES)
     return mode == "on"
+
+
+def graph_marker(prepared: PreparedModel, batch_size: int) -> Path:
+    """The file that says "this model's compiled graph for ``batch_size`` is in the on-disk cache":
+    ``<featx cache dir>/inductor/featx-graphs/<key>.json``, the key a hash of everything that
+    changes the graph (backbone config and taps, views, device, precision policy, memory format,
+    batch size, input size, torch version). Written after a successful compile; it lives inside
+    the inductor cache dir, so deleting that dir forgets it too."""
+    import torch
+
+    from featx.backbones.precision import POLICY
+    from featx.runtime import use_inductor_cache
+    key = {"backbone": prepared.backbone.config(), "taps": list(prepared.backbone.taps),
+           "views": list(prepared.views), "runtime": prepared.runtime.describe(),
+           "policy": POLICY if prepared.runtime.precision != "fp32" else None,
+           "batch_size": int(batch_size), "torch": torch.__version__}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return use_inductor_cache() / "featx-graphs" / f"{digest}.json"
+
+
+def graph_is_cached(prepared: PreparedModel, batch_size: int) -> bool:
+    """Whether a compiled graph of ``prepared`` for ``batch_size`` was made before (graph_marker)."""
+    return graph_marker(prepared, batch_size).is_file()
 
 
 class CompiledModel:
@@ -74,13 +108,15 @@ class CompiledModel:
     padded to it, so the graph compiles once. If compiling fails (no C compiler, an unsupported
     op), it warns in one line and runs the eager model from then on."""
 
-    def __init__(self, eager, batch_size: int):
+    def __init__(self, eager, batch_size: int, marker: Path | None = None):
         import torch
         self.eager = eager
         self.batch_size = int(batch_size)
         self.compiled = torch.compile(eager, backend="inductor", dynamic=False, options={"freezing": True})
         self.fell_back = False
         self.ready = False   # the first call (the compilation) succeeded
+        self.marker = marker  # written after the first successful call (see graph_marker)
+        self.first_call_s: float | None = None   # compile (or cached-graph load) + first batch
 
     def __call__(self, x):
         if self.fell_back:
@@ -95,8 +131,11 @@ class CompiledModel:
             out = self.compiled(x)
         else:
             try:
+                t0 = time.perf_counter()
                 out = self.compiled(x)
+                self.first_call_s = time.perf_counter() - t0
                 self.ready = True
+                self._write_marker()
             except Exception as e:  # noqa: BLE001 - any compiler failure means: run eager
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
                 log.warning("compilation failed, running the model eagerly (%s: %s)", type(e).__name__, first)
@@ -104,15 +143,26 @@ class CompiledModel:
                 return self.eager(x[:n])
         return {k: v[:n] for k, v in out.items()}
 
+    def _write_marker(self) -> None:
+        if self.marker is None:
+            return
+        try:
+            self.marker.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.marker.with_suffix(f".{id(self)}.tmp")
+            tmp.write_text(json.dumps({"batch_size": self.batch_size, "first_call_s": round(self.first_call_s, 2)}))
+            tmp.replace(self.marker)
+        except OSError as e:  # a read-only cache dir costs the next run a compile, nothing else
+            log.debug("cannot write %s (%s)", self.marker, e)
+
 
 def compile_model(prepared: PreparedModel, batch_size: int) -> PreparedModel:
     """``prepared`` with its model compiled by inductor for ``batch_size`` (see CompiledModel);
-    the compiled graph is cached on disk (featx.runtime.use_inductor_cache)."""
-    from featx.runtime import use_inductor_cache
-    use_inductor_cache()
+    the compiled graph is cached on disk (featx.runtime.use_inductor_cache) and remembered by
+    graph_marker, so ``compile="auto"`` knows a later run loads it cheaply."""
     if isinstance(prepared.model, CompiledModel):
         return prepared
-    return PreparedModel(prepared.backbone, CompiledModel(prepared.model, batch_size), prepared.runtime)
+    model = CompiledModel(prepared.model, batch_size, marker=graph_marker(prepared, batch_size))
+    return PreparedModel(prepared.backbone, model, prepared.runtime, prepared.views)
 
 
 def run_model(model, x, runtime) -> dict[str, np.ndarray]:

@@ -130,15 +130,16 @@ class _Embedder:
     Output columns: those of _decode_batch but the model inputs, f<g>_<t> (tap t of backbone g
     as float32 bytes, b"" where absent) and pid."""
 
-    def __init__(self, cfg: ExtractConfig, expect: list[dict], device: str, precision: str, threads: int):
+    def __init__(self, cfg: ExtractConfig, expect: list[dict], device: str, precision: str, threads: int,
+                 compiled: tuple[bool, ...] = ()):
         import torch
 
-        from featx.backbones.inference import prepare_model
+        from featx.backbones.inference import compile_model, prepare_model
         from featx.runtime import make_runtime
         torch.set_num_threads(max(1, int(threads)))
         runtime = make_runtime(device, precision)
         self.prepared = []
-        for bname, want in zip(cfg.backbones, expect):
+        for g, (bname, want) in enumerate(zip(cfg.backbones, expect)):
             p = prepare_model(bname, runtime, weights=cfg.weights, layers=cfg.layers, pooling=cfg.pooling,
                               views=cfg.tta)
             got = p.backbone.config()
@@ -146,6 +147,8 @@ class _Embedder:
                 raise FeatxError(f"backbone {bname!r} on a Ray worker differs from the driver's "
                                  f"(worker {C.config_json(got.get('weights'))}, driver "
                                  f"{C.config_json(want.get('weights'))}); install the same featx and weights on every node")
+            if g < len(compiled) and compiled[g]:   # as the driver decided (featx.extraction._compile_plans)
+                p = compile_model(p, cfg.batch_size)
             self.prepared.append(p)
 
     def __call__(self, batch: dict) -> dict:
@@ -262,7 +265,8 @@ class RayEngine:
                 ds = ds.map_batches(_Embedder, batch_size=cfg.batch_size, batch_format="numpy",
                                     fn_constructor_kwargs=dict(cfg=cfg, expect=[p.backbone.config() for p in plans],
                                                                device=job.runtime.device,
-                                                               precision=job.runtime.precision, threads=threads),
+                                                               precision=job.runtime.precision, threads=threads,
+                                                               compiled=tuple(p.prepared.compiled for p in plans)),
                                     compute=ray.data.ActorPoolStrategy(size=n_act),  # = concurrency=n_act
                                     num_gpus=1 if resources.use_gpu else 0, num_cpus=act_cpus)
             watchdog.progressed()

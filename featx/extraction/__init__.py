@@ -55,7 +55,8 @@ def extract(sources: Sequence[str | Path] | str | Path, cache: str | Path,
     ``featx.engines.ray.RayEngine(address=...)``. Every name (backbones, layers, pooling,
     precision, handcrafted sets) is checked before the sources are scanned. ``compile``: "on" runs
     the backbones inductor-compiled, "auto" does when the run computes at least
-    featx.backbones.inference.AUTO_COMPILE_MIN_IMAGES images, "off" never (local engine)."""
+    featx.backbones.inference.AUTO_COMPILE_MIN_IMAGES images (AUTO_COMPILE_CACHED_MIN_IMAGES when
+    the compiled graph is already in the on-disk cache), "off" never; Ray actors compile too."""
     if config is None:
         config = ExtractConfig(backbones=_tup(backbones),
                                handcrafted=(handcrafted,) if isinstance(handcrafted, str) else _tup(handcrafted),
@@ -116,13 +117,18 @@ def _adopt_compiled_sets(plans: list[DeepPlan], existing: dict[str, dict]) -> No
 
 
 def _compile_plans(plans: list[DeepPlan], cfg: ExtractConfig, n_images: int, existing: dict[str, dict]) -> None:
-    """Compile the plans' models when ``cfg.compile`` says so for ``n_images`` images. A new set
+    """Compile the plans' models when ``cfg.compile`` says so for ``n_images`` images ("auto":
+    a long run, or a shorter one whose compiled graph is already in the on-disk cache). A new set
     records ``compiled`` in its config; a set the cache already holds keeps its config (compiled
-    features match eager ones to float rounding, see featx.backbones.inference)."""
-    from featx.backbones.inference import COMPILED_RECORD, compile_model, should_compile
-    if not plans or not should_compile(cfg.compile, n_images):
+    features match eager ones to float rounding, see featx.backbones.inference). Every engine
+    runs what is decided here (the Ray actors compile their own copy)."""
+    from featx.backbones.inference import COMPILED_RECORD, compile_model, graph_is_cached, should_compile
+    if not plans or cfg.compile == "off":
         return
     for plan in plans:
+        cached = cfg.compile == "auto" and graph_is_cached(plan.prepared, cfg.batch_size)
+        if not should_compile(cfg.compile, n_images, graph_cached=cached):
+            continue
         plan.prepared = compile_model(plan.prepared, cfg.batch_size)
         for s in plan.sets:
             if s.name not in existing:
@@ -198,8 +204,7 @@ def run(sources: list, cache: Path, cfg: ExtractConfig, progress: bool, engine: 
                 summary.runtime = runtime.describe() if runtime else "cpu (handcrafted)"
                 items = _work_items(scan.samples, plans, hand, state)
                 summary.reused = len(ids) - len(items)
-                if isinstance(engine, LocalEngine):
-                    _compile_plans(plans, cfg, len(items), state.sets)
+                _compile_plans(plans, cfg, len(items), state.sets)
                 bar.relabel(summary.runtime, total=len(items))
             updates = _metadata_updates(scan.samples, state, {i.sample.id for i in items})
             if updates.ids:

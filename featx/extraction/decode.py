@@ -70,9 +70,30 @@ def decode_dataset(items, plans, hand, cfg) -> DecodeDataset:
     return DecodeDataset(items, read_opts, preprocs, [h.spec for h in hand])
 
 
-def as_list(batch):
-    """DataLoader collate: keep the batch a list of DecodeDataset outputs."""
-    return batch
+def stack_inputs(batch: list[dict], channels_last: bool = False) -> dict:
+    """DataLoader collate, run in the decode worker: each backbone's model inputs of the batch's
+    good samples stacked into one (n, 3, H, W) tensor (``{"rows": [outputs without tensors],
+    "x": {plan: tensor}}``, rows in batch order, a plan's tensor in the order of the rows that
+    have it). In a worker the tensor is allocated in shared memory, so it reaches the model's
+    process without a copy; with ``channels_last`` it is laid out as the model reads it."""
+    import torch
+    from torch.utils.data import get_worker_info
+    x = {}
+    groups = sorted({g for o in batch if not o["error"] for g in o["tensors"]})
+    for g in groups:
+        rows = [o["tensors"][g] for o in batch if not o["error"] and g in o["tensors"]]
+        c, h, w = rows[0].shape
+        if get_worker_info() is not None:
+            storage = torch.UntypedStorage._new_shared(len(rows) * c * h * w * rows[0].element_size())
+            buf = rows[0].new_empty(0).set_(storage)
+        else:
+            buf = rows[0].new_empty(len(rows) * c * h * w)
+        out = (buf.view(len(rows), h, w, c).permute(0, 3, 1, 2) if channels_last
+               else buf.view(len(rows), c, h, w))
+        for i, r in enumerate(rows):
+            out[i].copy_(r)
+        x[g] = out
+    return {"rows": [{k: v for k, v in o.items() if k != "tensors"} for o in batch], "x": x}
 
 
 def init_decode_worker(_):

@@ -7,6 +7,7 @@ job's items, appends their records to the cache's journal and returns an :class:
 """
 from __future__ import annotations
 
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from featx import cache as C
-from featx.extraction.decode import as_list, decode_dataset, init_decode_worker
+from featx.extraction.decode import decode_dataset, init_decode_worker, stack_inputs
 from featx.extraction.options import ExtractConfig
 from featx.extraction.records import BatchOutputs, RunBar, batch_record
 
@@ -83,21 +84,25 @@ class LocalEngine:
         return make_runtime(cfg.device, cfg.precision)
 
     def execute(self, job: ExtractJob) -> EngineResult:
-        import torch
         from torch.utils.data import DataLoader
 
         from featx.backbones.inference import run_model
         from featx.runtime import configure_threads, usable_cpus
 
         cfg, plans, items = job.cfg, job.plans, job.items
-        n_cpu = usable_cpus()
-        workers = cfg.workers if cfg.workers is not None else (n_cpu if not plans else max(1, n_cpu - 1))
+        workers = cfg.workers if cfg.workers is not None else usable_cpus()
         if plans:
             configure_threads()
         on_cuda = job.runtime is not None and job.runtime.device_type == "cuda"
+        channels_last = bool(plans) and job.runtime.channels_last
+        # Decoding runs in one worker process per core, the model on every core in this one: on
+        # small images the decoders mostly wait, on large ones (decode-bound) both cores decode
+        # while the model takes its share. Workers stack each batch in shared memory, laid out
+        # as the model reads it; on CUDA the DataLoader pins it on its own thread, ahead of the
+        # GPU, and run_model copies it asynchronously.
         loader = DataLoader(decode_dataset(items, plans, job.hand, cfg), batch_size=cfg.batch_size, shuffle=False,
-                            num_workers=workers, collate_fn=as_list, pin_memory=False,
-                            worker_init_fn=init_decode_worker if workers else None,
+                            num_workers=workers, collate_fn=functools.partial(stack_inputs, channels_last=channels_last),
+                            pin_memory=on_cuda, worker_init_fn=init_decode_worker if workers else None,
                             persistent_workers=False, prefetch_factor=4 if workers else None)
         journal = C.Journal(job.cache)
         result = EngineResult()
@@ -115,15 +120,13 @@ class LocalEngine:
         job.bar.status("decoding")
         try:
             for batch in loader:
-                pairs = [(items[o["i"]], o) for o in batch]
+                pairs = [(items[o["i"]], o) for o in batch["rows"]]
                 good = [(item, o) for item, o in pairs if not o["error"]]
                 out = BatchOutputs(decoded=[item for item, _ in good],
                                    errors=[(item, o["error"]) for item, o in pairs if o["error"]])
                 for g, plan in enumerate(plans):
-                    rows = [o["tensors"][g] for item, o in good if g in item.groups]
-                    if rows:
-                        x = torch.stack(rows)
-                        out.deep[g] = run_model(plan.prepared.model, x.pin_memory() if on_cuda else x, job.runtime)
+                    if g in batch["x"]:
+                        out.deep[g] = run_model(plan.prepared.model, batch["x"][g], job.runtime)
                 for h in range(len(job.hand)):
                     out.hand[h] = [o["hand"][h] for item, o in good if h in item.hand]
                 rec = batch_record(out, plans, job.hand)
@@ -132,7 +135,7 @@ class LocalEngine:
                 # one is in flight, so an error surfaces at the next batch and memory stays bounded
                 flush()
                 pending = (writer.submit(journal.append, rec), len(out.decoded))
-                job.bar.advance(len(batch), failed=len(out.errors))
+                job.bar.advance(len(pairs), failed=len(out.errors))
         except KeyboardInterrupt:
             result.interrupted = True
             log.warning("interrupted: saving what was computed")
