@@ -35,19 +35,27 @@ def scale_to_unit(arr: np.ndarray, intensity: str = "auto") -> np.ndarray:
         return arr.astype(np.float32)
     if arr.dtype == np.uint8 and intensity != "minmax":
         return arr.astype(np.float32) / 255.0
-    a = arr.astype(np.float64 if arr.dtype.itemsize > 2 else np.float32)
-    use_minmax = intensity == "minmax" or (intensity == "auto" and arr.dtype != np.uint8)
     if intensity not in ("auto", "dtype", "minmax"):
         raise ValueError(f"unknown intensity rule {intensity!r} (auto, dtype, minmax)")
+    # one float copy, then in place (a 2048² 16-bit image: ~3 ms instead of ~11 with temporaries)
+    a = arr.astype(np.float64 if arr.dtype.itemsize > 2 else np.float32)
+    use_minmax = intensity == "minmax" or (intensity == "auto" and arr.dtype != np.uint8)
     if use_minmax or not np.issubdtype(arr.dtype, np.integer):
-        lo, hi = float(np.min(a)), float(np.max(a))
+        src = arr if np.issubdtype(arr.dtype, np.integer) else a   # integer min/max is exact and faster
+        lo, hi = float(np.min(src)), float(np.max(src))
         if not np.isfinite(lo) or not np.isfinite(hi):
             raise DecodeError("image has NaN or infinite pixel values")
-        out = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+        if hi > lo:
+            np.subtract(a, lo, out=a)
+            np.divide(a, hi - lo, out=a)
+        else:
+            a.fill(0)
     else:
         info = np.iinfo(arr.dtype)
-        out = (a - info.min) / (float(info.max) - info.min)
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+        np.subtract(a, info.min, out=a)
+        np.divide(a, float(info.max) - info.min, out=a)
+    np.clip(a, 0.0, 1.0, out=a)
+    return a.astype(np.float32, copy=False)
 
 
 def _pil_to_array(im: Image.Image, intensity: str) -> np.ndarray:
@@ -99,6 +107,27 @@ def _fit_pixels(im: Image.Image, path: str, max_pixels: int) -> None:
     raise DecodeError(too_many_pixels(w, h, max_pixels), path)
 
 
+# PIL's modes of a 16-bit grayscale PNG ("I" in older Pillow); these go through _decode_png16
+_PNG16_MODES = ("I;16", "I;16B", "I;16L", "I")
+
+
+def _decode_png16(path: str) -> np.ndarray | None:
+    """A 16-bit grayscale PNG as uint16 (H, W) via torchvision.io.decode_png (libpng, GIL
+    released; ~15% less CPU than PIL on a 2048² image, same values: tests/test_fast_decode.py),
+    or None when it cannot (no torchvision, a corrupt file: PIL then decodes and words the error).
+    torchvision 0.29 deprecates its decoders in favour of torchcodec: the day they go, PIL decodes."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from torchvision.io import ImageReadMode, decode_png, read_file
+        t = decode_png(read_file(path), mode=ImageReadMode.UNCHANGED)
+    except Exception:  # noqa: BLE001 - PIL takes over and reports what is wrong
+        return None
+    if t.dim() != 3 or t.shape[0] != 1:
+        return None
+    return t[0].numpy()
+
+
 def decode_image(path: str, intensity: str = "auto", draft_size: int | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode one image file to float32 [0, 1], shape (H, W) or (H, W, 3).
@@ -114,6 +143,10 @@ def decode_image(path: str, intensity: str = "auto", draft_size: int | None = No
                 if draft_size and im.format == "JPEG" and min(im.size) >= 2 * draft_size:
                     im.draft(im.mode, (draft_size, draft_size))
                 _fit_pixels(im, path, max_pixels)
+                if im.format == "PNG" and im.mode in _PNG16_MODES and "transparency" not in im.info:
+                    arr = _decode_png16(path)
+                    if arr is not None:
+                        return scale_to_unit(arr, intensity)
                 im.load()
                 return _pil_to_array(im, intensity)
     except DecodeError:
