@@ -120,7 +120,7 @@ def _decode_png16(path: str) -> np.ndarray | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             from torchvision.io import ImageReadMode, decode_png, read_file
-        t = decode_png(read_file(path), mode=ImageReadMode.UNCHANGED)
+            t = decode_png(read_file(path), mode=ImageReadMode.UNCHANGED)
     except Exception:  # noqa: BLE001 - PIL takes over and reports what is wrong
         return None
     if t.dim() != 3 or t.shape[0] != 1:
