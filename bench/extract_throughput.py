@@ -1,23 +1,31 @@
-"""Extraction throughput: featx against the loop people write, the model-only ceiling, and a cache re-run.
+"""Extraction throughput: featx against the loop people write, the model-only ceilings, the
+core-time limit and a cache re-run.
 
 In one process, on the same images, same backbone and batch size:
-  (a) naive   torchvision ImageFolder + DataLoader(num_workers=2) + model.eval(), fp32, NCHW -> numpy
-  (b) featx   featx.extract end to end, files -> HDF5 (fresh cache)
-  (c) ceiling forward passes only, on pre-decoded tensors, at the precision featx used
-  (e) compiled  the same, with the model inductor-compiled as ``--compile on`` runs it
-  (f) limit   the core-time limit: cores / (decode core-seconds per image + compiled model
-              core-seconds per image), decode measured as CPU time of one process reading and
-              preprocessing the set's files, the model as wall time x threads of (e)
-  (d) rerun   featx.extract again on the unchanged set
+  (a) naive     torchvision ImageFolder + DataLoader(num_workers=2) + model.eval(), fp32, NCHW -> numpy
+  (b) featx     featx.extract end to end, files -> HDF5 (fresh cache), the wall time of the call
+  (c) ceiling   forward passes only, on pre-decoded tensors, eager, at the precision featx used
+  (e) compiled  the same, with the model inductor-compiled as ``--compile on`` runs it; this also
+                warms the on-disk graph cache once, as a user's first compiled run does, so (b)
+                sees what a user's second run sees (``--compile auto`` loads the cached graph)
+  (f) limit     the core-time limit: cores / (decode core-seconds per image + compiled model
+                core-seconds per image), decode measured as CPU time of one process reading and
+                preprocessing the set's files, the model as wall time x threads of (e)
+  (d) rerun     featx.extract again on the unchanged set
 Image sets: the real chest X-rays (224 px JPEG) and generated large radiograph-like images
 (2048x2048 8-bit JPEG and 16-bit PNG). Backbones: resnet50 (random init; speed only) and
-efficientnet_lite0 (real weights). Last line:
+efficientnet_lite0 (real weights). featx runs with ``--compile auto`` (the bench's --compile);
+the large-image sets are smaller than auto's threshold, so they run ``on`` (marked in the table).
+Last line (resnet50; the large-image ratios on the 2048 px JPEG / 16-bit PNG sets; lite0_vs_compiled
+is EfficientNet-Lite0's end to end on the chest X-rays over its compiled ceiling):
   RESULT featx_vs_naive=<b/a> featx_vs_ceiling=<b/c> featx_vs_compiled=<b/e>
          large_jpeg_vs_limit=<b/f> large_png_vs_limit=<b/f> cache_rerun_speedup=<b_time/d_time>
-for resnet50 (the large-image ratios on the 2048 px JPEG / 16-bit PNG sets). Then the memory check: peak RSS of featx extract for 1,000 and
-10,000 images in fresh processes.
+         lite0_vs_compiled=<b/e>
+(``na`` for a figure whose piece was not run). Before it, the memory check: peak RSS of featx
+extract (compiled) for 1,000 and 10,000 small images in fresh processes.
 
-    .venv/bin/python bench/extract_throughput.py --quick      # < 10 minutes on 2 cores
+    .venv/bin/python bench/extract_throughput.py --quick      # ~10-15 minutes on 2 quiet cores
+    .venv/bin/python bench/extract_throughput.py --quick --backbones resnet50 --sets 2048-png16 --no-memory
 """
 from __future__ import annotations
 
@@ -44,6 +52,7 @@ from featx.backbones.registry import build  # noqa: E402
 from featx.backbones.inference import compile_model, prepare_model, run_model  # noqa: E402
 from featx.extraction.options import ExtractConfig  # noqa: E402
 from featx.sources import scan_sources  # noqa: E402
+from featx.cache import list_sets  # noqa: E402
 from featx.extraction import extract  # noqa: E402
 from featx.runtime import make_runtime  # noqa: E402
 
@@ -59,15 +68,16 @@ def chest_subset(dst: Path, n: int) -> Path:
 
 
 def large_images(dst: Path, n: int, kind: str) -> Path:
-    """Radiograph-like 2048x2048 images: smooth anatomy-ish blobs + noise, 8-bit JPEG or 16-bit PNG."""
+    """Radiograph-like 2048x2048 images: a smooth body + stripes + noise (one field, rolled and
+    re-noised per image, so every file differs), 8-bit JPEG (quality 90) or 16-bit PNG (12-bit values)."""
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:2048, 0:2048].astype(np.float32) / 2048
+    base = 0.7 * np.exp(-(((xx - 0.5) / 0.35) ** 2 + ((yy - 0.5) / 0.45) ** 2)) + 0.05 * np.sin(40 * yy)
+    noise = 0.05 * rng.standard_normal((2048, 2048)).astype(np.float32)
     for c in ("a", "b"):
         (dst / c).mkdir(parents=True)
     for i in range(n):
-        cx, cy = rng.uniform(0.3, 0.7, 2)
-        body = np.exp(-(((xx - cx) / 0.35) ** 2 + ((yy - cy) / 0.45) ** 2))
-        img = 0.7 * body + 0.05 * np.sin(40 * yy + i) + 0.05 * rng.standard_normal((2048, 2048)).astype(np.float32)
+        img = np.roll(base, (37 * i, 53 * i), axis=(0, 1)) + np.roll(noise, 101 * i, axis=1)
         img = np.clip(img, 0, 1)
         folder = dst / ("a" if i % 2 else "b")
         if kind == "jpeg":
@@ -121,18 +131,24 @@ def ceiling(model_name: str, weights, n: int, batch: int, precision: str) -> tup
     return done / (time.perf_counter() - t), runtime.describe()
 
 
-def compiled_ceiling(model_name: str, weights, n: int, batch: int) -> float:
-    """Forward passes only, inductor-compiled (as featx --compile on), at featx's precision."""
+def compiled_ceiling(model_name: str, weights, n: int, batch: int) -> tuple[float, float]:
+    """Forward passes only, inductor-compiled (as featx --compile on), at featx's precision ->
+    (images/s, seconds of the first call: a compile, or a load when the graph was cached)."""
     runtime = make_runtime("auto", "auto")
-    model = compile_model(prepare_model(model_name, runtime, weights=weights), batch).model
-    x = torch.randn(batch, 3, *build(model_name, weights=weights).preprocess.crop_size)
-    run_model(model, x, runtime)  # compiles (or loads the cached graph)
+    prepared = compile_model(prepare_model(model_name, runtime, weights=weights), batch)
+    model = prepared.model
+    x = torch.randn(batch, 3, *prepared.backbone.preprocess.crop_size)
+    t = time.perf_counter()
+    run_model(model, x, runtime)  # compiles (or loads the cached graph); featx's runs then find it
+    first = time.perf_counter() - t
+    assert prepared.compiled, "the model did not compile (see the warning above)"
+    run_model(model, x, runtime)
     t = time.perf_counter()
     done = 0
     while done < n:
         run_model(model, x, runtime)
         done += batch
-    return done / (time.perf_counter() - t)
+    return done / (time.perf_counter() - t), first
 
 
 def decode_core_seconds(folder: Path, model_name: str, weights, n: int = 48) -> float:
@@ -170,13 +186,14 @@ def featx_run(folder: Path, cache: Path, model_name: str, weights, batch: int,
                  compile=compile_mode)
     rerun = time.perf_counter() - t
     assert s2.ok == 0, "re-run recomputed something"
-    return s.ok / first, first, rerun, s.runtime
+    compiled = "compiled" in list_sets(cache)[s.sets[0]]
+    return s.ok / first, first, rerun, s.runtime + (" compiled" if compiled else " eager")
 
 
 def peak_rss_mb(folder: Path, cache: Path) -> float:
     code = ("import resource, sys; from featx.extraction import extract; "
             f"extract([{str(folder)!r}], {str(cache)!r}, backbones=['timm/test_efficientnet'], weights='none', "
-            "precision='fp32', progress=False); "
+            "precision='fp32', compile='on', progress=False); "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     return float(out.stdout.strip().splitlines()[-1])
@@ -191,50 +208,90 @@ def small_pngs(dst: Path, n: int) -> Path:
     return dst
 
 
+SETS = ("chest-224-jpeg", "2048-jpeg", "2048-png16")
+BACKBONES = {"resnet50": "none", "efficientnet_lite0": None}   # name -> weights (None: its real weights)
+ORDER = ("featx_vs_naive", "featx_vs_ceiling", "featx_vs_compiled", "large_jpeg_vs_limit",
+         "large_png_vs_limit", "cache_rerun_speedup", "lite0_vs_compiled")
+
+
+def result_line(result: dict) -> str:
+    def fmt(k):
+        if k not in result:
+            return f"{k}=na"
+        return f"{k}={result[k]:.0f}" if k == "cache_rerun_speedup" else f"{k}={result[k]:.2f}"
+    return "RESULT " + " ".join(fmt(k) for k in ORDER)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="fewer images (the run stays under 10 minutes)")
+    ap.add_argument("--quick", action="store_true", help="fewer images (~10-15 minutes on 2 quiet cores)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help="featx's --compile for (b)")
+    ap.add_argument("--backbones", default=",".join(BACKBONES), help="comma-separated subset of %(default)s")
+    ap.add_argument("--sets", default=",".join(SETS), help="comma-separated subset of %(default)s")
+    ap.add_argument("--n-chest", type=int, help="chest X-rays (default 640 quick, 1600 full; >= 500 for auto to load the cached graph)")
+    ap.add_argument("--n-large", type=int, help="images per 2048 px set (default 160 quick, 320 full)")
     args = ap.parse_args()
-    n_chest = 640 if args.quick else 1600
-    n_large = 40 if args.quick else 96
+    names = [b for b in args.backbones.split(",") if b]
+    labels = [x for x in args.sets.split(",") if x]
+    for b in names:
+        if b not in BACKBONES:
+            ap.error(f"--backbones: unknown {b!r} ({', '.join(BACKBONES)})")
+    for x in labels:
+        if x not in SETS:
+            ap.error(f"--sets: unknown {x!r} ({', '.join(SETS)})")
+    n_chest = args.n_chest or (640 if args.quick else 1600)
+    n_large = args.n_large or (160 if args.quick else 320)
+    t_start = time.perf_counter()
+
+    def stamp(what):
+        print(f"[{time.perf_counter() - t_start:6.0f} s] {what}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="featx-bench-"))
     try:
-        sets = {"chest-224-jpeg": chest_subset(tmp / "chest", n_chest),
-                "2048-jpeg": large_images(tmp / "jpeg", n_large, "jpeg"),
-                "2048-png16": large_images(tmp / "png16", n_large, "png16")}
-        backbones = [("resnet50", "none"), ("efficientnet_lite0", None)]
-        print(f"{'backbone':<20}{'images':<16}{'n':>6}{'naive':>9}{'featx':>9}{'ceiling':>9}{'compiled':>9}"
-              f"{'limit':>8}{'f/naive':>9}{'f/ceil':>8}{'f/comp':>8}{'f/limit':>8}{'rerun s':>9}{'first/rerun':>12}  runtime")
+        makers = {"chest-224-jpeg": lambda: chest_subset(tmp / "chest", n_chest),
+                  "2048-jpeg": lambda: large_images(tmp / "jpeg", n_large, "jpeg"),
+                  "2048-png16": lambda: large_images(tmp / "png16", n_large, "png16")}
+        sets = {label: makers[label]() for label in labels}
+        stamp(f"image sets ready ({', '.join(labels)})")
+        rows = []
+        header = (f"{'backbone':<20}{'images':<16}{'n':>6}{'naive':>9}{'featx':>9}{'ceiling':>9}{'compiled':>9}"
+                  f"{'limit':>8}{'f/naive':>9}{'f/ceil':>8}{'f/comp':>8}{'f/limit':>8}{'rerun s':>9}"
+                  f"{'first/rerun':>12}  runtime")
         result = {}
-        for name, weights in backbones:
-            e = compiled_ceiling(name, weights, 8 * args.batch_size, args.batch_size)
+        for name in names:
+            weights = BACKBONES[name]
+            e, first_call = compiled_ceiling(name, weights, 8 * args.batch_size, args.batch_size)
+            stamp(f"{name}: compiled ceiling {e:.1f} images/s (first call {first_call:.1f} s: compile or cached-graph load)")
             for label, folder in sets.items():
                 n = sum(1 for _ in folder.rglob("*.*"))
+                mode = "on" if args.compile == "auto" and label != "chest-224-jpeg" else args.compile
                 a = naive(folder, name, weights, args.batch_size)
-                b, first, rerun, rt = featx_run(folder, tmp / f"{name}-{label}.h5", name, weights, args.batch_size,
-                                                args.compile)
+                b, first, rerun, rt = featx_run(folder, tmp / f"{name}-{label}.h5", name, weights, args.batch_size, mode)
                 c, _ = ceiling(name, weights, max(n, 4 * args.batch_size), args.batch_size, "auto")
                 f = core_time_limit(decode_core_seconds(folder, name, weights), e)
-                print(f"{name:<20}{label:<16}{n:>6}{a:>9.1f}{b:>9.1f}{c:>9.1f}{e:>9.1f}{f:>8.1f}{b / a:>9.2f}"
-                      f"{b / c:>8.2f}{b / e:>8.2f}{b / f:>8.2f}{rerun:>9.2f}{first / rerun:>12.0f}  {rt}", flush=True)
+                row = (f"{name:<20}{label:<16}{n:>6}{a:>9.1f}{b:>9.1f}{c:>9.1f}{e:>9.1f}{f:>8.1f}{b / a:>9.2f}"
+                       f"{b / c:>8.2f}{b / e:>8.2f}{b / f:>8.2f}{rerun:>9.2f}{first / rerun:>12.0f}  {rt} (--compile {mode})")
+                rows.append(row)
+                stamp(f"{name} {label} done")
+                print(header + "\n" + row, flush=True)
                 if name == "resnet50":
                     if label == "chest-224-jpeg":
                         result.update(featx_vs_naive=b / a, featx_vs_ceiling=b / c, featx_vs_compiled=b / e,
                                       cache_rerun_speedup=first / rerun)
                     else:
                         result["large_jpeg_vs_limit" if label == "2048-jpeg" else "large_png_vs_limit"] = b / f
+                elif name == "efficientnet_lite0" and label == "chest-224-jpeg":
+                    result["lite0_vs_compiled"] = b / e
+        print("\n" + header)
+        print("\n".join(rows))
         if not args.no_memory:
             m1 = peak_rss_mb(small_pngs(tmp / "m1k", 1000), tmp / "m1k.h5")
             m10 = peak_rss_mb(small_pngs(tmp / "m10k", 10000), tmp / "m10k.h5")
+            stamp("memory check done")
             print(f"MEMORY peak_rss_1k={m1:.0f}MB peak_rss_10k={m10:.0f}MB delta={m10 - m1:+.0f}MB (target <= +300MB)")
-        if result:
-            order = ("featx_vs_naive", "featx_vs_ceiling", "featx_vs_compiled", "large_jpeg_vs_limit",
-                     "large_png_vs_limit", "cache_rerun_speedup")
-            print("RESULT " + " ".join(f"{k}={result[k]:.0f}" if k == "cache_rerun_speedup" else f"{k}={result[k]:.2f}"
-                                       for k in order if k in result))
+        stamp("total")
+        print(result_line(result), flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

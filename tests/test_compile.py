@@ -88,3 +88,32 @@ def test_compiled_run_records_it_and_an_eager_run_extends_the_same_set(image_fol
     s2 = extract([image_folder, more], cache, compile="off", **kw)
     assert s2.sets == [name] and list(list_sets(cache)) == [name] and s2.ok == 12
     assert len(load_features(cache, name).ids) == 24
+
+
+def test_auto_compiles_shorter_runs_whose_graph_is_cached():
+    from featx.backbones.inference import AUTO_COMPILE_CACHED_MIN_IMAGES as M
+    assert M < 2500
+    assert not should_compile("auto", M - 1, graph_cached=True) and should_compile("auto", M, graph_cached=True)
+    assert not should_compile("auto", M, graph_cached=False)
+    assert not should_compile("off", 10**9, graph_cached=True)
+
+
+@pytest.mark.slow
+def test_a_compiled_graph_is_remembered_and_auto_then_compiles(image_folder, tmp_path, inductor_dir, monkeypatch):
+    import featx.backbones.inference as inference
+    from featx.backbones.inference import graph_is_cached, graph_marker
+    rt = make_runtime("cpu", "fp32")
+    prepared = prepare_model(TINY, rt, weights="none")
+    assert not graph_is_cached(prepared, 4)
+    assert graph_marker(prepared, 4) != graph_marker(prepared, 8)
+    assert graph_marker(prepared, 4) != graph_marker(prepare_model(TINY, rt, weights="none", pooling="max"), 4)
+    kw = dict(backbones=[TINY], weights="none", precision="fp32", batch_size=4, workers=0, progress=False)
+    monkeypatch.setattr(inference, "AUTO_COMPILE_CACHED_MIN_IMAGES", 1)   # 12 images count as enough
+    s = extract([image_folder], tmp_path / "a.h5", compile="auto", **kw)
+    assert "compiled" not in list_sets(tmp_path / "a.h5")[s.sets[0]]     # nothing cached yet: eager
+    extract([image_folder], tmp_path / "on.h5", compile="on", **kw)       # compiles, remembers the graph
+    assert graph_is_cached(prepared, 4) and graph_marker(prepared, 4).parent.parent == inductor_dir
+    s = extract([image_folder], tmp_path / "b.h5", compile="auto", **kw)
+    assert list_sets(tmp_path / "b.h5")[s.sets[0]]["compiled"] == {"backend": "inductor", "freezing": True}
+    np.testing.assert_allclose(load_features(tmp_path / "b.h5", s.sets[0]).X,
+                               load_features(tmp_path / "a.h5", s.sets[0]).X, rtol=1e-4, atol=1e-5)

@@ -32,20 +32,41 @@ def fp32_and_bf16(tmp_path_factory, breast_cache):
 
 
 def test_bf16_features_are_close_to_fp32_for_every_image(fp32_and_bf16):
-    a, b = fp32_and_bf16
+    assert _worst_cosine(*fp32_and_bf16) >= 0.99
+
+
+def _svm_test_auc(t) -> float:
+    tr, te = t.splits == "train", t.splits == "test"
+    clf = make_pipeline(StandardScaler(), SVC()).fit(t.X[tr], t.y[tr])
+    return roc_auc_score(t.y[te], clf.decision_function(t.X[te]))
+
+
+def _worst_cosine(a, b) -> float:
     assert (a.ids == b.ids).all()
-    cos = (a.X * b.X).sum(1) / (np.linalg.norm(a.X, axis=1) * np.linalg.norm(b.X, axis=1))
-    assert cos.min() >= 0.99, cos.min()
+    return float(((a.X * b.X).sum(1) / (np.linalg.norm(a.X, axis=1) * np.linalg.norm(b.X, axis=1))).min())
 
 
 def test_bf16_svm_auc_within_001_of_fp32(fp32_and_bf16):
-    aucs = []
-    for t in fp32_and_bf16:
-        tr, te = t.splits == "train", t.splits == "test"
-        clf = make_pipeline(StandardScaler(), SVC()).fit(t.X[tr], t.y[tr])
-        aucs.append(roc_auc_score(t.y[te], clf.decision_function(t.X[te])))
+    aucs = [_svm_test_auc(t) for t in fp32_and_bf16]
     assert abs(aucs[0] - aucs[1]) < 0.01, aucs
     assert min(aucs) > 0.85, aucs
+
+
+@pytest.mark.slow
+def test_compiled_bf16_with_the_policy_keeps_fidelity(fp32_and_bf16, tmp_path, caplog):
+    """What --compile on / auto runs: Lite0 inductor-compiled (freezing) under bf16 and the
+    fp32 stem/depthwise policy. Same bars as eager bf16."""
+    import logging
+    cache = tmp_path / "compiled.h5"
+    with caplog.at_level(logging.WARNING, logger="featx"):
+        s = extract([str(BREAST_NPZ)], cache, precision="bf16", compile="on", progress=False)
+    assert not [r for r in caplog.records if "compilation failed" in r.getMessage()]
+    (name,) = s.sets
+    assert list_sets(cache)[name]["compiled"] == {"backend": "inductor", "freezing": True}
+    fp32, compiled = fp32_and_bf16[0], load_features(cache, name)
+    assert _worst_cosine(fp32, compiled) >= 0.99
+    aucs = [_svm_test_auc(fp32), _svm_test_auc(compiled)]
+    assert abs(aucs[0] - aucs[1]) < 0.01, aucs
 
 
 

@@ -110,6 +110,11 @@ class CompiledModel:
 
     def __init__(self, eager, batch_size: int, marker: Path | None = None):
         import torch
+        import torch._dynamo.config as dynamo_config
+        # every FeatureModel shares one forward(): a process that compiles many models (Ray
+        # actors, DeepFeatures, a benchmark) must not hit dynamo's default of 8 per code object,
+        # past which it silently runs eager
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
         self.eager = eager
         self.batch_size = int(batch_size)
         self.compiled = torch.compile(eager, backend="inductor", dynamic=False, options={"freezing": True})
