@@ -230,7 +230,7 @@ def main():
     ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help="featx's --compile for (b)")
     ap.add_argument("--backbones", default=",".join(BACKBONES), help="comma-separated subset of %(default)s")
     ap.add_argument("--sets", default=",".join(SETS), help="comma-separated subset of %(default)s")
-    ap.add_argument("--n-chest", type=int, help="chest X-rays (default 640 quick, 1600 full; >= 500 for auto to load the cached graph)")
+    ap.add_argument("--n-chest", type=int, help="chest X-rays (default 1200 quick, 2600 full; >= 500 for auto to load the cached graph)")
     ap.add_argument("--n-large", type=int, help="images per 2048 px set (default 160 quick, 320 full)")
     args = ap.parse_args()
     names = [b for b in args.backbones.split(",") if b]
@@ -241,7 +241,7 @@ def main():
     for x in labels:
         if x not in SETS:
             ap.error(f"--sets: unknown {x!r} ({', '.join(SETS)})")
-    n_chest = args.n_chest or (640 if args.quick else 1600)
+    n_chest = args.n_chest or (1200 if args.quick else 2600)
     n_large = args.n_large or (160 if args.quick else 320)
     t_start = time.perf_counter()
 
