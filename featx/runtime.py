@@ -102,7 +102,8 @@ def make_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
 
 def configure_threads() -> None:
     """The model gets every usable core for intra-op work and one inter-op thread; decoding
-    workers run one thread each (see featx.extraction), so the cores are not oversubscribed."""
+    workers (one per core, see featx.extraction.engine) run one thread each and share the cores
+    with it: on small images they mostly wait, on large ones decoding needs every core."""
     import torch
     torch.set_num_threads(usable_cpus())
     try:
