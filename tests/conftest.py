@@ -5,6 +5,8 @@ Helpers live in tests/support; import them as ``from tests.support import ...``.
 (ROOT, SHARED, BREAST_NPZ, CHEST, CT_DICOM, TINY, need, write_png) stay importable from here too."""
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,12 @@ from tests.support import (  # noqa: F401  (re-exported for tests that import th
     shared_data_missing,
     write_png,
 )
+
+# Hermetic machine-local caches: compiled graphs a user (or a benchmark) left in ~/.cache/featx would
+# otherwise let `--compile auto` compile the 780-image fixtures, so a run's speed would depend on the
+# machine's history. Each test session gets its own empty cache folder unless FEATX_CACHE_DIR is set.
+if not os.environ.get("FEATX_CACHE_DIR"):
+    os.environ["FEATX_CACHE_DIR"] = tempfile.mkdtemp(prefix="featx-test-cache-")
 
 SHARED_DATA_FIXTURES = {"chest_full_dir", "ct_full_dir"}
 SLOW_FIXTURES = {"breast_cache"}   # real EfficientNet-Lite0 over 780 images: ~25 s on 2 cores, once per session
