@@ -10,7 +10,8 @@ from typing import Sequence
 
 import numpy as np
 
-from featx.cache.base import decoded_strs, open_read, reading, shards_dir
+from featx.cache.base import decoded_strs, open_read, reading
+from featx.cache.journal import FileFacts
 from featx.check import nonfinite_rows
 from featx.errors import CacheError
 from featx.table import FeatureTable
@@ -125,35 +126,41 @@ def load_features(cache: str | Path, sets: str | Sequence[str]) -> FeatureTable:
         )
 
 
-def read_memo(cache: str | Path) -> dict[str, tuple[int, int, int, int, str]]:
-    """The scan memo a cache keeps: source file -> (size, mtime_ns, ctime_ns, inode, content id).
+def read_memo(cache: str | Path) -> dict[str, tuple]:
+    """The scan memo a cache keeps: resolved source file -> (size, mtime_ns, ctime_ns, inode,
+    content id, reader, frames, header group) -- see featx.sources.base.memo_samples.
 
-    Read from the samples shards of a layout-2 cache (a layout-1 cache has none: {}). The content
-    id is the file's sha256 (a sample id without its ``#<index>`` / ``~<k>`` suffix). A cache that
-    cannot be read gives {}: the scan then hashes every file, as without a memo."""
+    Read column by column from the samples shards of a layout-2 cache (a layout-1 cache has none:
+    {}). The content id is the file's sha256 (a sample id without its ``#<index>`` / ``~<k>``
+    suffix). A cache that cannot be read gives {}: the scan then hashes every file, as without a memo."""
     import h5py
+    from featx.check import shard_folder
     cache = Path(cache)
-    memo: dict[str, tuple[int, int, int, int, str]] = {}
+    memo: dict[str, tuple] = {}
     if not os.path.lexists(cache):
         return memo
     try:
         with open_read(cache) as f:
             if "shards" not in f:
                 return memo
+            folder = shard_folder(f)
             names = [str(n) for n, w in zip(decoded_strs(f["shards/file"]), decoded_strs(f["shards/what"])) if w == ""]
         for name in names:
-            with h5py.File(shards_dir(cache) / name, "r") as s:
-                stats = s["file_stat"][()]
-                have = np.flatnonzero(stats[:, 0] >= 0)
+            with h5py.File(folder / name, "r") as s:
+                facts = FileFacts.read(s)
+                have = np.flatnonzero((facts.stats[:, 0] >= 0) & (np.asarray(facts.files, dtype=object) != ""))
                 if not len(have):
                     continue
-                files = s["file"][()]
-                ids = s["id"][()]
-                for r in have:
-                    file = files[r].decode() if isinstance(files[r], bytes) else str(files[r])
-                    sid = ids[r].decode() if isinstance(ids[r], bytes) else str(ids[r])
-                    if file:
-                        memo[file] = (*(int(v) for v in stats[r]), re.split("[#~]", sid, maxsplit=1)[0])
+                ids = s["id"].asstr()[()]
+                stats, frames = facts.stats.tolist(), facts.frames.tolist()
+                for r in have.tolist():
+                    sid = ids[r]
+                    if "#" in sid or "~" in sid:
+                        sid = _SUFFIX.split(sid, maxsplit=1)[0]
+                    memo[facts.files[r]] = (*stats[r], sid, facts.readers[r], frames[r], facts.groups[r])
     except (CacheError, OSError, KeyError, ValueError):
         return {}
     return memo
+
+
+_SUFFIX = re.compile("[#~]")

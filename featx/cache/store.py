@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from featx.cache.base import config_json, decoded_strs, fsync_file, shards_dir, str_dtype, tmp_name
+from featx.cache.journal import FileFacts
 from featx.safeio import fsync_dir
 
 LAYOUT_V2 = 2
@@ -110,13 +111,13 @@ class ShardWriter:
         self.tmp.unlink(missing_ok=True)
 
 
-def write_samples_shard(folder: Path, meta: dict[str, list], labels: np.ndarray, files: list[str],
-                        stats: np.ndarray) -> str:
+def write_samples_shard(folder: Path, meta: dict[str, list], labels: np.ndarray, facts: FileFacts) -> str:
     """A samples shard for a block: ``meta`` holds the STR_FIELDS lists, ``labels`` class indices.
 
     It also holds ``id_key``/``id_row`` (the ids sorted, as bytes, and their rows) so a commit
-    finds which ids a block holds without loading every id as Python strings, and the scan memo:
-    ``file`` and ``file_stat`` [size, mtime_ns, ctime_ns, inode] (-1 = unknown)."""
+    finds which ids a block holds without loading every id as Python strings, and the scan memo
+    (``facts``): ``file``, ``file_stat`` [size, mtime_ns, ctime_ns, inode] (-1 = unknown),
+    ``file_reader``, ``file_frames``, ``file_group``."""
     w = ShardWriter(folder, "s")
     try:
         f = w.f
@@ -128,12 +129,20 @@ def write_samples_shard(folder: Path, meta: dict[str, list], labels: np.ndarray,
         order = np.argsort(keys, kind="stable")
         f.create_dataset("id_key", data=keys[order] if len(keys) else np.zeros(0, "S1"))
         f.create_dataset("id_row", data=order.astype(np.int64))
-        f.create_dataset("file", data=np.array(files, dtype=object), dtype=str_dtype())
-        f.create_dataset("file_stat", data=np.asarray(stats, np.int64).reshape(-1, 4))
+        write_facts(f, facts.arrays())
         return w.close()
     except BaseException:
         w.abandon()
         raise
+
+
+def write_facts(f, arrays: dict[str, np.ndarray]) -> None:
+    """Store FileFacts.arrays() in an open HDF5 file (text columns as UTF-8 strings)."""
+    for key, val in arrays.items():
+        if val.dtype.kind == "U":
+            f.create_dataset(key, data=val.astype(object), dtype=str_dtype())
+        else:
+            f.create_dataset(key, data=val)
 
 
 def chunk_rows(d: int) -> int:
