@@ -14,8 +14,8 @@ import numpy as np
 
 from featx.cache.base import decoded_strs, log, open_read, remove_stale_tmp, shards_dir
 from featx.cache.journal import BatchRecord, FileFacts, load_rows, read_pending
-from featx.cache.store import (SAMPLES, STR_FIELDS, Index, SetInfo, SetShard, read_index, remove_unreferenced_shards,
-                               write_index, write_samples_shard)
+from featx.cache.store import (SAMPLES, STR_FIELDS, Index, SetInfo, SetShard, bloom_hashes, find_ids, read_index,
+                               remove_unreferenced_shards, write_index, write_samples_shard)
 from featx.cache.base import config_json
 from featx.errors import CacheError
 from featx.safeio import io_reason, sigint_deferred
@@ -50,13 +50,17 @@ def layout_version(cache: Path) -> int | None:
 
 
 def current_index(cache: Path, featx_version: str) -> Index:
-    """The cache's index, migrating a layout-1 file first (once); an empty Index if no file."""
-    version = layout_version(cache)
-    if version is None:
+    """The cache's index, migrating a layout-1 file first (once); an empty Index if no file.
+
+    Opened once, without reading every label (featx.check.structure_problems): its cost does not
+    grow with the rows."""
+    if not cache.exists():
         return Index()
-    if version == 1:
-        migrate_v1(cache, featx_version)
-    with open_read(cache) as f:
+    with open_read(cache, labels=False) as f:
+        if int(np.asarray(f.attrs["featx_layout_version"]).item()) >= 2:
+            return read_index(f)
+    migrate_v1(cache, featx_version)
+    with open_read(cache, labels=False) as f:
         return read_index(f)
 
 
@@ -88,22 +92,18 @@ def _open_shard(folder: Path, name: str):
 
 
 def _find_rows(cache: Path, idx: Index, ids: list[str]) -> dict[str, int]:
-    """Row of each of ``ids`` the cache already holds (looked up in each block's sorted id keys)."""
+    """Row of each of ``ids`` the cache already holds (each block's bloom filter and fence keys
+    are read, not its ids: featx.cache.store.find_ids)."""
     found: dict[str, int] = {}
     if not ids:
         return found
     query = np.array([i.encode() for i in ids], dtype=bytes)
+    hashes = bloom_hashes(query)
     for b, start in enumerate(idx.starts):
         with _open_shard(idx.folder(cache), idx.shards[(b, SAMPLES)]) as f:
-            keys = f["id_key"][()]
-            if not len(keys):
-                continue
-            pos = np.searchsorted(keys, query)
-            hit = np.flatnonzero((pos < len(keys)) & (keys[np.minimum(pos, len(keys) - 1)] == query))
-            if len(hit):
-                rows = f["id_row"][()][pos[hit]]
-                for q, r in zip(hit, rows):
-                    found[ids[q]] = start + int(r)
+            hit, rows = find_ids(f, query, hashes)
+            for q, r in zip(hit.tolist(), rows.tolist()):
+                found[ids[q]] = start + r
     return found
 
 

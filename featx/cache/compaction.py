@@ -10,7 +10,7 @@ from featx.cache.base import CacheLock, open_read, shards_dir, str_dtype
 from featx.cache.committing import COPY_ROWS, commit, current_index
 from featx.cache.journal import FileFacts
 from featx.cache.store import (SAMPLES, STR_FIELDS, Index, SetShard, ShardWriter, read_index, remove_unreferenced_shards,
-                               write_index)
+                               write_id_index, write_index)
 from featx.errors import CacheError
 from featx.safeio import io_reason, sigint_deferred
 
@@ -64,8 +64,7 @@ def _fold(cache: Path, idx: Index) -> Index:
                 rows.append(f["id_row"][()] + a)
         keys_all = np.concatenate(keys) if keys else np.zeros(0, "S1")
         order = np.argsort(keys_all, kind="stable")
-        w.f.create_dataset("id_key", data=keys_all[order])
-        w.f.create_dataset("id_row", data=np.concatenate(rows)[order].astype(np.int64))
+        write_id_index(w.f, keys_all[order], np.concatenate(rows)[order].astype(np.int64))
         out.shards[(0, SAMPLES)] = w.close()
     except BaseException:
         w.abandon()
