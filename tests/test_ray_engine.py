@@ -131,6 +131,52 @@ def test_killed_worker_mid_extraction_every_sample_exactly_once(cluster, local_c
     assert len(tb.ids) == len(set(tb.ids)) == 780
 
 
+def test_actor_killed_inside_its_journal_write_leaves_nothing_the_cache_uses(cluster, local_cache, tmp_path):
+    """The model actors write their own journal records; one is SIGKILLed while it writes one
+    (its ``.tmp`` file exists and outlives it). The driver only commits: every sample ends up in
+    the cache exactly once with the local path's features, and the torn record is never read."""
+    ref, sets = local_cache
+    out = tmp_path / "torn.h5"
+    journal = C.journal_dir(out)
+    box: dict = {}
+
+    def run():
+        try:
+            box["summary"] = extract(BREAST_NPZ, out, workers=1, batch_size=16, engine=RayEngine(), **FAST)
+        except BaseException as e:  # surfaced in the assertion below
+            box["error"] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    torn = []           # .tmp records whose writer was killed before it could rename them
+    deadline = time.time() + 150
+    while t.is_alive() and time.time() < deadline and not torn:
+        for tmp in journal.glob("*.tmp") if journal.is_dir() else ():
+            parts = tmp.stem.split("-")                 # a worker's: <owner>-<run>-<order>-<writer pid>.tmp
+            if len(parts) != 4:
+                continue
+            writer = int(parts[3])
+            try:
+                if b"ray::" not in Path(f"/proc/{writer}/cmdline").read_bytes():
+                    continue                            # only ever a Ray worker process
+                os.kill(writer, signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                continue
+            time.sleep(0.2)
+            if tmp.exists():                            # the writer is dead and its record was not renamed
+                torn.append(tmp.name)
+            break
+    t.join(timeout=240)
+    assert not t.is_alive()
+    assert "error" not in box, box.get("error")
+    assert torn, "no actor was caught inside a journal write"
+    s = box["summary"]
+    assert s.ok == 780 and s.failed == 0
+    ta, tb = _same_cache(ref, out, sets, by_id=True)
+    assert len(tb.ids) == len(set(tb.ids)) == 780
+    assert not journal.exists() or not list(journal.iterdir())   # the torn .tmp was cleared, not committed
+
+
 def test_real_weights_subset_via_cli_and_skips_cached(cluster, tmp_path):
     z = np.load(BREAST_NPZ)
     imgs, labels = z["test_images"][:60], z["test_labels"].reshape(-1)[:60]

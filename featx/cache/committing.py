@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from featx.cache.base import decoded_strs, log, open_read, remove_stale_tmp, shards_dir
-from featx.cache.journal import BatchRecord, FileFacts, load_rows, read_pending
+from featx.cache.journal import BatchRecord, FileFacts, load_rows, read_pending, remove_stale_tmp_records
 from featx.cache.store import (SAMPLES, STR_FIELDS, Index, SetInfo, SetShard, bloom_hashes, find_ids, read_index,
                                remove_unreferenced_shards, write_index, write_samples_shard)
 from featx.cache.base import config_json
@@ -66,6 +66,7 @@ def current_index(cache: Path, featx_version: str) -> Index:
 
 def _commit(cache: Path, featx_version: str) -> dict:
     remove_stale_tmp(cache)
+    remove_stale_tmp_records(cache)
     records_paths, records = read_pending(cache)
     if not records_paths and cache.exists():
         return {"records": 0, "new_samples": 0, "rows": 0, "stale": 0}

@@ -140,14 +140,20 @@ def _u(values: Iterable[str]) -> np.ndarray:
 
 
 class Journal:
-    """Append-only batch records beside the cache, each written atomically."""
+    """Append-only batch records beside the cache, each written atomically.
 
-    def __init__(self, cache: str | Path):
+    Records are named ``<owner pid>-<run>-<seq>.npz`` and committed in name order. A Ray worker
+    writes its batches' records itself with the driver's ``token`` (owner pid, run) and the batch's
+    first item as ``order`` (``<owner>-<run>-<order>-<writer pid>.npz``): the cache gets the rows in
+    the driver's order, and a batch computed twice (a retried batch) is two records of the same
+    rows, which the commit applies once."""
+
+    def __init__(self, cache: str | Path, token: tuple[int, str] | None = None):
         self.dir = journal_dir(cache)
-        self._run = uuid.uuid4().hex[:8]
+        self.token = token or (os.getpid(), uuid.uuid4().hex[:8])
         self._seq = 0
 
-    def append(self, rec: BatchRecord) -> None:
+    def append(self, rec: BatchRecord, order: int | None = None) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         arrays = {"ids": _u(rec.ids), "paths": _u(rec.paths), "labels": _u(rec.labels),
                   "groups": _u(rec.groups), "splits": _u(rec.splits), "dups": _u(rec.duplicate_of),
@@ -161,9 +167,13 @@ class Journal:
             arrays[f"set{k}_ids"] = _u(s.ids)
             arrays[f"set{k}_X"] = np.asarray(s.X, dtype=np.float32)
             arrays[f"set{k}_request"] = np.array(s.request)
-        self._seq += 1
-        final = self.dir / f"{os.getpid():08d}-{self._run}-{self._seq:09d}.npz"
-        tmp = final.with_suffix(".tmp")
+        owner, run = self.token
+        if order is None:
+            self._seq += 1
+            final = self.dir / f"{owner:08d}-{run}-{self._seq:09d}.npz"
+        else:
+            final = self.dir / f"{owner:08d}-{run}-{order:09d}-{os.getpid()}.npz"
+        tmp = final.with_suffix(".tmp")   # never read: a writer killed before the rename leaves only this
         try:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)
@@ -215,6 +225,18 @@ def load_rows(where) -> np.ndarray:
 def pending_records(cache: str | Path) -> list[Path]:
     d = journal_dir(cache)
     return sorted(d.glob("*.npz")) if d.is_dir() else []
+
+
+def remove_stale_tmp_records(cache: str | Path) -> int:
+    """Delete the ``*.tmp`` files of journal writers killed before their rename (call with the cache
+    lock held, when no writer of this cache runs: they are never read, only cleared away)."""
+    d = journal_dir(cache)
+    removed = 0
+    if d.is_dir():
+        for p in d.glob("*.tmp"):
+            p.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def quarantine_dir(cache: str | Path) -> Path:
