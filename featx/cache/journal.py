@@ -41,15 +41,15 @@ class FileFacts:
         return cls([""] * n, np.full((n, 4), -1, np.int64), [""] * n, np.ones(n, np.int64), [""] * n)
 
     @classmethod
-    def read(cls, f, rows: slice = slice(None)) -> "FileFacts":
+    def read(cls, f) -> "FileFacts":
         """The facts a samples shard (or journal record) ``f`` holds; columns it predates are unknown."""
         def strs(key, n):
             if key not in f:
                 return [""] * n
-            return [v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(f[key][rows])]
-        stats = np.asarray(f[_KEYS["stats"]][rows], np.int64).reshape(-1, 4)
+            return [v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(f[key][()])]
+        stats = np.asarray(f[_KEYS["stats"]][()], np.int64).reshape(-1, 4)
         n = len(stats)
-        frames = np.asarray(f[_KEYS["frames"]][rows], np.int64) if _KEYS["frames"] in f else np.ones(n, np.int64)
+        frames = np.asarray(f[_KEYS["frames"]][()], np.int64) if _KEYS["frames"] in f else np.ones(n, np.int64)
         return cls(strs(_KEYS["files"], n), stats, strs(_KEYS["readers"], n), frames, strs(_KEYS["groups"], n))
 
     def arrays(self) -> dict[str, np.ndarray]:

@@ -11,7 +11,6 @@ from typing import Sequence
 import numpy as np
 
 from featx.cache.base import decoded_strs, open_read, reading
-from featx.cache.journal import FileFacts
 from featx.check import nonfinite_rows
 from featx.errors import CacheError
 from featx.table import FeatureTable
@@ -147,20 +146,32 @@ def read_memo(cache: str | Path) -> dict[str, tuple]:
             names = [str(n) for n, w in zip(decoded_strs(f["shards/file"]), decoded_strs(f["shards/what"])) if w == ""]
         for name in names:
             with h5py.File(folder / name, "r") as s:
-                facts = FileFacts.read(s)
-                have = np.flatnonzero((facts.stats[:, 0] >= 0) & (np.asarray(facts.files, dtype=object) != ""))
-                if not len(have):
-                    continue
-                ids = s["id"].asstr()[()]
-                stats, frames = facts.stats.tolist(), facts.frames.tolist()
-                for r in have.tolist():
-                    sid = ids[r]
-                    if "#" in sid or "~" in sid:
-                        sid = _SUFFIX.split(sid, maxsplit=1)[0]
-                    memo[facts.files[r]] = (*stats[r], sid, facts.readers[r], frames[r], facts.groups[r])
+                _add_memo_rows(s, memo)
     except (CacheError, OSError, KeyError, ValueError):
         return {}
     return memo
 
 
 _SUFFIX = re.compile("[#~]")
+
+
+def _add_memo_rows(shard, memo: dict) -> None:
+    """Add a samples shard's memo entries: one per file (the rows of one npz or multi-frame DICOM
+    are consecutive and share it, so only the first of each run is read into Python objects)."""
+    files = shard["file"].asstr()[()]
+    stats = shard["file_stat"][()].reshape(-1, 4)
+    keep = (stats[:, 0] >= 0) & (files != "")
+    keep[1:] &= files[1:] != files[:-1]
+    rows = np.flatnonzero(keep)
+    if not len(rows):
+        return
+    ids = shard["id"].asstr()[()][rows]
+    n = len(rows)   # the reader, frames and group columns are absent in shards written before them
+    readers = shard["file_reader"].asstr()[()][rows] if "file_reader" in shard else [""] * n
+    frames = shard["file_frames"][()][rows].tolist() if "file_frames" in shard else [1] * n
+    groups = shard["file_group"].asstr()[()][rows] if "file_group" in shard else [""] * n
+    for k, (r, st) in enumerate(zip(rows.tolist(), stats[rows].tolist())):
+        sid = ids[k]
+        if "#" in sid or "~" in sid:
+            sid = _SUFFIX.split(sid, maxsplit=1)[0]
+        memo[files[r]] = (*st, sid, readers[k], frames[k], groups[k])

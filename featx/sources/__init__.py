@@ -124,9 +124,7 @@ def scan_npz_memo(path: Path, memo: ScanMemo | None) -> ScanResult:
     """scan_npz with the archive's content id taken from ``memo`` when it is unchanged."""
     resolved = str(Path(path).resolve())
     digest, key = content_id(path, memo, resolved)
-    res = scan_npz(path, file_hash=digest)
-    res.samples = [replace(s, file_stat=key) for s in res.samples]
-    return res
+    return scan_npz(path, file_hash=digest, file_stat=key)
 
 
 def _scan_one_source(src: Path, allow_outside: bool, threads: int, memo: ScanMemo | None = None) -> ScanResult:
