@@ -177,6 +177,19 @@ def test_actor_killed_inside_its_journal_write_leaves_nothing_the_cache_uses(clu
     assert not journal.exists() or not list(journal.iterdir())   # the torn .tmp was cleared, not committed
 
 
+def test_handcrafted_only_tasks_write_their_records_same_cache_as_local(cluster, image_folder, tmp_path):
+    good = sorted(image_folder.rglob("*.png"))[0]
+    (image_folder / "benign" / "torn.png").write_bytes(good.read_bytes()[:120])   # decodes to an error
+    hand = dict(backbones=[], handcrafted="firstorder", progress=False)
+    local = extract([image_folder], tmp_path / "local.h5", workers=0, **hand)
+    on_ray = extract([image_folder], tmp_path / "ray.h5", engine=RayEngine(), **hand)
+    assert local.ok == on_ray.ok == 12 and local.failed == on_ray.failed == 1
+    _same_cache(tmp_path / "local.h5", tmp_path / "ray.h5", ["firstorder"], tol=1e-6)   # same rows, same order
+    assert C.read_state(tmp_path / "ray.h5").failures == C.read_state(tmp_path / "local.h5").failures
+    assert [f[0] for f in C.read_state(tmp_path / "ray.h5").failures] == [str(image_folder / "benign" / "torn.png")]
+    assert not C.pending_records(tmp_path / "ray.h5")
+
+
 def test_real_weights_subset_via_cli_and_skips_cached(cluster, tmp_path):
     z = np.load(BREAST_NPZ)
     imgs, labels = z["test_images"][:60], z["test_labels"].reshape(-1)[:60]
