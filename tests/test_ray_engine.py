@@ -98,19 +98,26 @@ def _embedder_pids() -> list[int]:
     return pids
 
 
-def test_killed_worker_mid_extraction_every_sample_exactly_once(cluster, local_cache, tmp_path):
-    ref, sets = local_cache
-    out = tmp_path / "killed.h5"
+def _breast_on_ray_in_thread(out: Path) -> tuple[threading.Thread, dict]:
+    """BreastMNIST extracted into ``out`` on Ray (one actor, batches of 16) in a started thread;
+    the box gets its "summary" or the "error" it raised."""
     box: dict = {}
 
     def run():
         try:
             box["summary"] = extract(BREAST_NPZ, out, workers=1, batch_size=16, engine=RayEngine(), **FAST)
-        except BaseException as e:  # surfaced in the assertion below
+        except BaseException as e:  # surfaced in the tests' assertions
             box["error"] = e
 
     t = threading.Thread(target=run)
     t.start()
+    return t, box
+
+
+def test_killed_worker_mid_extraction_every_sample_exactly_once(cluster, local_cache, tmp_path):
+    ref, sets = local_cache
+    out = tmp_path / "killed.h5"
+    t, box = _breast_on_ray_in_thread(out)
     killed = None
     deadline = time.time() + 120
     while t.is_alive() and time.time() < deadline:
@@ -138,16 +145,7 @@ def test_actor_killed_inside_its_journal_write_leaves_nothing_the_cache_uses(clu
     ref, sets = local_cache
     out = tmp_path / "torn.h5"
     journal = C.journal_dir(out)
-    box: dict = {}
-
-    def run():
-        try:
-            box["summary"] = extract(BREAST_NPZ, out, workers=1, batch_size=16, engine=RayEngine(), **FAST)
-        except BaseException as e:  # surfaced in the assertion below
-            box["error"] = e
-
-    t = threading.Thread(target=run)
-    t.start()
+    t, box = _breast_on_ray_in_thread(out)
     torn = []           # .tmp records whose writer was killed before it could rename them
     deadline = time.time() + 150
     while t.is_alive() and time.time() < deadline and not torn:
