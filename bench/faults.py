@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from featx.cache import copy_cache  # noqa: E402  (a layout-2 cache is the index and its shards)
+from featx.cache import copy_cache, lock_path  # noqa: E402  (a layout-2 cache is the index and its shards)
 
 # The generators and checks are shared with the tests (tests/support/faults.py).
 from tests.support import SHARED, TINY_SET, extract_argv as _extract_argv  # noqa: E402
@@ -172,9 +172,16 @@ def second_writer(work: Path, log=print) -> dict:
     src = work / "sigint-src"
     cache = work / "w.h5"
     first = subprocess.Popen(extract_argv(src, cache), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    while first.poll() is None and n_journal_records(cache) < 1:
+    # once the first holds the lock (its file exists only while held) it is stopped (SIGSTOP; the
+    # lock stays held) while the second runs, so the second always meets a live first writer
+    # however long its start-up takes; then the first goes on and must finish unharmed
+    while first.poll() is None and not lock_path(cache).exists():
         time.sleep(0.01)
-    second = run(extract_argv(src, cache))
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = run(extract_argv(src, cache))
+    finally:
+        first.send_signal(signal.SIGCONT)
     first.communicate()
     lines = [ln for ln in second.stderr.strip().splitlines() if ln.startswith("featx: error:")]
     ok = (second.returncode != 0 and "Traceback" not in second.stderr and len(lines) == 1 and "in use by another featx process" in lines[0]
