@@ -165,11 +165,15 @@ def _add_memo_rows(shard, memo: dict) -> None:
     rows = np.flatnonzero(keep)
     if not len(rows):
         return
-    ids = shard["id"].asstr()[()][rows]
-    n = len(rows)   # the reader, frames and group columns are absent in shards written before them
-    readers = shard["file_reader"].asstr()[()][rows] if "file_reader" in shard else [""] * n
-    frames = shard["file_frames"][()][rows].tolist() if "file_frames" in shard else [1] * n
-    groups = shard["file_group"].asstr()[()][rows] if "file_group" in shard else [""] * n
+    few = len(rows) < len(files) // 8   # an npz's rows: read just the first of each file's run
+
+    def column(key, default, text=True):
+        if key not in shard:   # the reader, frames and group columns are absent in older shards
+            return [default] * len(rows)
+        ds = shard[key].asstr() if text else shard[key]
+        return ds[rows] if few else ds[()][rows]
+    ids, readers, groups = column("id", ""), column("file_reader", ""), column("file_group", "")
+    frames = [int(v) for v in column("file_frames", 1, text=False)]
     for k, (r, st) in enumerate(zip(rows.tolist(), stats[rows].tolist())):
         sid = ids[k]
         if "#" in sid or "~" in sid:
