@@ -95,3 +95,15 @@ def test_memo_rebuilds_unchanged_files_unopened_and_a_changed_file_never_keeps_i
     assert got[str(png.resolve())] == old[str(png.resolve())] == base.sha256_file(png)
     assert got[str(copy.resolve())] == old[str(copy.resolve())]
     assert got[str(dicom_file.resolve())] == base.sha256_file(dicom_file) != old[str(dicom_file.resolve())]
+
+
+def test_compact_keeps_the_memo_whole(tmp_path, hash_calls):
+    folder = make_class_folders(tmp_path / "imgs", per_class=2)
+    cache = tmp_path / "c.h5"
+    extract([folder], cache, **HAND)
+    extract([make_class_folders(tmp_path / "more", per_class=2, seed=1)], cache, **HAND)   # a second block
+    before = C.read_memo(cache)
+    assert C.compact(cache)["shards_after"] == 2 and C.read_memo(cache) == before
+    assert {v[5] for v in before.values()} == {"image"} and len(before) == 8
+    hash_calls.clear()
+    assert extract([folder], cache, **HAND).reused == 4 and hash_calls == []
