@@ -333,8 +333,8 @@ class RayEngine:
                         watchdog.check(note)
                     except StallError as e:  # keep what is done: the journaled rows are committed by the run
                         result.worker_pids = sorted(pids)
-                        raise StallError(f"{e.reason}; the {result.ok} rows computed before are committed "
-                                         "(run again to resume)", job.cache) from None
+                        raise StallError(f"{e.reason}; the {_journaled_samples(job.cache, spec.token)} rows "
+                                         "computed before are committed (run again to resume)", job.cache) from None
                     continue
                 watchdog.progressed()
                 fatal = next((str(v) for v in out["fatal"] if str(v)), "")
@@ -358,6 +358,18 @@ def _item_row(k: int, item: WorkItem) -> dict:
             "label": s.label or "", "group": s.group, "split": s.split, "dup": s.duplicate_of,
             **{f"st{j}": int(v) for j, v in enumerate(stat)}, "frames": int(s.file_frames), "hgroup": s.header_group,
             "gmask": sum(1 << g for g in item.groups), "hmask": sum(1 << h for h in item.hand)}
+
+
+def _journaled_samples(cache: Path, token: tuple[int, str]) -> int:
+    """Samples with rows in the journal records the workers of this run (``token``) wrote: what the
+    commit will add, counted whether or not their batches came back to the driver."""
+    prefix = f"{token[0]:08d}-{token[1]}-"
+    ids: set[str] = set()
+    for p in C.pending_records(cache):
+        rec = C.read_record(p) if p.name.startswith(prefix) else None
+        if rec is not None:
+            ids.update(rec.ids)
+    return len(ids)
 
 
 def _tally(out: dict, items: list[WorkItem], done: set[int], result: EngineResult) -> tuple[int, int]:
