@@ -1,13 +1,14 @@
-"""Fault injection for ``featx extract``: kill -9 at random points (including inside the atomic
-commit), Ctrl-C, a second writer, a full disk and a zoo of bad inputs; prints a reliability table.
+"""Fault injection for ``featx extract``: kill -9 at random points and at exact points of the
+layout-2 commit (inside a shard write, inside the index swap, after the index rename), Ctrl-C,
+a second writer, a full disk and a zoo of bad inputs; prints a reliability table.
 
     python bench/faults.py                      # 24 kill -9 trials + the other faults + the issue's check
     python bench/faults.py --trials 40 --seed 3
     python bench/faults.py --skip-issue-check   # without the 600-image run on the default backbone
 
-Every kill trial works on a cache that already holds a large "filler" set (so the commit, which
-rewrites the whole file, takes long enough to be hit), kills the CLI with SIGKILL at a point
-chosen by the trial's kind, checks that the cache still opens with h5py, re-runs the same command
+Every kill trial works on a cache that already holds a large "filler" set (whose rows a commit
+must leave bit-identical), kills the CLI with SIGKILL at a point chosen by the trial's kind
+(a layout-2 commit only writes what it adds, so the exact-point kinds aim inside it), checks that the cache still opens with h5py, re-runs the same command
 to completion and compares the result with an uninterrupted run: every row present exactly once,
 fp32 features within 1e-5, the filler rows bit-identical.
 
@@ -34,12 +35,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from featx.cache import copy_cache  # noqa: E402  (a layout-2 cache is the index and its shards)
+from featx.cache import copy_cache, lock_path  # noqa: E402  (a layout-2 cache is the index and its shards)
 
 # The generators and checks are shared with the tests (tests/support/faults.py).
 from tests.support import SHARED, TINY_SET, extract_argv as _extract_argv  # noqa: E402
 from tests.support.faults import (  # noqa: E402
     FILLER_SET,
+    KILL_POINTS,
+    killing_argv,
     compare,
     kill_during,
     make_bad_inputs,
@@ -98,7 +101,8 @@ def kill_trials(work: Path, n_trials: int, n_images: int, seed: int, log=print) 
     commit_s = time.time() - t
     log(f"uninterrupted run: {horizon:.1f} s, {len(ref['ids'])} rows, {ref['failures']} failures; "
         f"one commit of this cache {commit_s * 1000:.0f} ms")
-    kinds = ["time", "records", "commit", "recovery-commit"]
+    # the last three are exact points of the layout-2 commit, hit by the process itself (tests.support.faults.arm)
+    kinds = ["time", "records", "commit", "recovery-commit", *KILL_POINTS]
     stats = {"trials": 0, "passed": 0, "faults": {}, "rows_lost": 0, "dup_rows": 0, "unopenable": 0,
              "commit_hits": 0, "max_diff": 0.0, "rerun_failed": 0}
     for k in range(n_trials):
@@ -107,7 +111,13 @@ def kill_trials(work: Path, n_trials: int, n_images: int, seed: int, log=print) 
         copy_cache(base, cache)
         argv = extract_argv(src, cache)
         faults = []
-        if kind == "recovery-commit":
+        if kind in KILL_POINTS:
+            t = time.time()
+            r = run(killing_argv(argv, kind))
+            killed = r.returncode == -signal.SIGKILL
+            faults.append({"killed": killed, "in_commit": killed, "records": n_journal_records(cache),
+                           "seconds": time.time() - t})
+        elif kind == "recovery-commit":
             faults.append(kill_during(argv, cache, "records", rng))
             faults.append(kill_during(argv, cache, "commit", rng, commit_s=commit_s))  # the re-run's recovery commit
         else:
@@ -162,9 +172,16 @@ def second_writer(work: Path, log=print) -> dict:
     src = work / "sigint-src"
     cache = work / "w.h5"
     first = subprocess.Popen(extract_argv(src, cache), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    while first.poll() is None and n_journal_records(cache) < 1:
+    # once the first holds the lock (its file exists only while held) it is stopped (SIGSTOP; the
+    # lock stays held) while the second runs, so the second always meets a live first writer
+    # however long its start-up takes; then the first goes on and must finish unharmed
+    while first.poll() is None and not lock_path(cache).exists():
         time.sleep(0.01)
-    second = run(extract_argv(src, cache))
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = run(extract_argv(src, cache))
+    finally:
+        first.send_signal(signal.SIGCONT)
     first.communicate()
     lines = [ln for ln in second.stderr.strip().splitlines() if ln.startswith("featx: error:")]
     ok = (second.returncode != 0 and "Traceback" not in second.stderr and len(lines) == 1 and "in use by another featx process" in lines[0]

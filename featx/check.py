@@ -52,7 +52,7 @@ def _dataset(f, name: str):
     return obj if isinstance(obj, h5py.Dataset) else None
 
 
-def _samples_problems(f) -> tuple[list[str], int | None]:
+def _samples_problems(f, labels: bool = True) -> tuple[list[str], int | None]:
     import h5py
     out: list[str] = []
     if "samples" not in f:
@@ -80,7 +80,7 @@ def _samples_problems(f) -> tuple[list[str], int | None]:
             out.append("/samples/label attribute class_names is not a JSON list of names")
         elif not np.issubdtype(label.dtype, np.integer):
             out.append(f"/samples/label has dtype {label.dtype}; expected integers")
-        else:
+        elif labels:
             values = label[()]
             bad = (values < -1) | (values >= len(names))
             if bad.any():
@@ -185,10 +185,12 @@ def _shards_problems(f) -> list[str]:
     return out
 
 
-def structure_problems(f) -> list[str]:
+def structure_problems(f, labels: bool = True) -> list[str]:
     """Every structural problem of an open cache (h5py.File), one line each; [] if consistent.
 
-    Reads attributes, shapes and the labels, never the feature values."""
+    Reads attributes, shapes and (unless ``labels`` is False) the labels, never the feature values.
+    A commit skips the labels: they are the only part whose check reads every row, and a commit
+    writes labels only as indices of the class names it writes with them."""
     problem = version_problem(f)
     if problem:
         return [problem]
@@ -196,7 +198,7 @@ def structure_problems(f) -> list[str]:
         problems = _shards_problems(f)
         if problems:
             return problems
-    out, n = _samples_problems(f)
+    out, n = _samples_problems(f, labels)
     out += _features_problems(f, n)
     out += _failures_problems(f)
     return out

@@ -178,3 +178,30 @@ def test_scan_memo_skips_unchanged_files_and_rehashes_changed_ones(tmp_path, has
     calls.clear()
     scan_sources([folder], memo=None)                    # --rehash: every file read again
     assert len(calls) == 6
+
+
+def test_find_ids_reads_the_bloom_filter_and_one_fence_slice_and_agrees_with_a_plain_search(tmp_path):
+    import hashlib
+
+    from featx.cache.store import ID_FENCE, find_ids, write_id_index
+    ids = sorted(hashlib.sha256(str(k).encode()).hexdigest() for k in range(3 * ID_FENCE + 17))
+    keys = np.array([i.encode() for i in ids], dtype=bytes)
+    rows = np.random.default_rng(0).permutation(len(ids)).astype(np.int64)   # the row each sorted key names
+    absent = [hashlib.sha256(f"new{k}".encode()).hexdigest() for k in range(500)]
+    query_ids = absent[:250] + ids[::7] + absent[250:] + [ids[0], ids[-1], ids[ID_FENCE], ids[ID_FENCE - 1]]
+    query = np.array([i.encode() for i in query_ids], dtype=bytes)
+    truth = {q: rows[ids.index(i)] for q, i in enumerate(query_ids) if i in set(ids)}
+    with h5py.File(tmp_path / "with_filter.h5", "w") as f:
+        write_id_index(f, keys, rows)
+    with h5py.File(tmp_path / "before_filter.h5", "w") as f:   # a shard written before id_bloom/id_fence
+        f["id_key"], f["id_row"] = keys, rows
+    for name in ("with_filter.h5", "before_filter.h5"):
+        with h5py.File(tmp_path / name, "r") as f:
+            hit, found = find_ids(f, query)
+        assert dict(zip(hit.tolist(), found.tolist())) == truth, name
+    with h5py.File(tmp_path / "with_filter.h5", "r") as f:   # the filter turns away (nearly) every new id
+        bloom = f["id_bloom"][()]
+        from featx.cache.store import bloom_hashes, bloom_probes
+        probes = bloom_probes(bloom_hashes(np.array([a.encode() for a in absent], dtype=bytes)), len(bloom) * 8)
+        passed = ((bloom[probes >> 3] >> (probes & 7)) & 1).all(axis=1).sum()
+    assert passed <= 5

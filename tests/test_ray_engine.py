@@ -116,19 +116,26 @@ def _embedder_pids() -> list[int]:
     return pids
 
 
-def test_killed_worker_mid_extraction_every_sample_exactly_once(cluster, local_cache, tmp_path):
-    ref, sets = local_cache
-    out = tmp_path / "killed.h5"
+def _breast_on_ray_in_thread(out: Path) -> tuple[threading.Thread, dict]:
+    """BreastMNIST extracted into ``out`` on Ray (one actor, batches of 16) in a started thread;
+    the box gets its "summary" or the "error" it raised."""
     box: dict = {}
 
     def run():
         try:
             box["summary"] = extract(BREAST_NPZ, out, workers=1, batch_size=16, engine=RayEngine(), **FAST)
-        except BaseException as e:  # surfaced in the assertion below
+        except BaseException as e:  # surfaced in the tests' assertions
             box["error"] = e
 
     t = threading.Thread(target=run)
     t.start()
+    return t, box
+
+
+def test_killed_worker_mid_extraction_every_sample_exactly_once(cluster, local_cache, tmp_path):
+    ref, sets = local_cache
+    out = tmp_path / "killed.h5"
+    t, box = _breast_on_ray_in_thread(out)
     killed = None
     deadline = time.time() + 120
     while t.is_alive() and time.time() < deadline:
@@ -147,6 +154,56 @@ def test_killed_worker_mid_extraction_every_sample_exactly_once(cluster, local_c
     assert killed in s.worker_pids and len(s.worker_pids) >= 2   # the batch finished on a new actor
     ta, tb = _same_cache(ref, out, sets, by_id=True)
     assert len(tb.ids) == len(set(tb.ids)) == 780
+
+
+def test_actor_killed_inside_its_journal_write_leaves_nothing_the_cache_uses(cluster, local_cache, tmp_path):
+    """The model actors write their own journal records; one is SIGKILLed while it writes one
+    (its ``.tmp`` file exists and outlives it). The driver only commits: every sample ends up in
+    the cache exactly once with the local path's features, and the torn record is never read."""
+    ref, sets = local_cache
+    out = tmp_path / "torn.h5"
+    journal = C.journal_dir(out)
+    t, box = _breast_on_ray_in_thread(out)
+    torn = []           # .tmp records whose writer was killed before it could rename them
+    deadline = time.time() + 150
+    while t.is_alive() and time.time() < deadline and not torn:
+        for tmp in journal.glob("*.tmp") if journal.is_dir() else ():
+            parts = tmp.stem.split("-")                 # a worker's: <owner>-<run>-<order>-<writer pid>.tmp
+            if len(parts) != 4:
+                continue
+            writer = int(parts[3])
+            try:
+                if b"ray::" not in Path(f"/proc/{writer}/cmdline").read_bytes():
+                    continue                            # only ever a Ray worker process
+                os.kill(writer, signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                continue
+            time.sleep(0.2)
+            if tmp.exists():                            # the writer is dead and its record was not renamed
+                torn.append(tmp.name)
+            break
+    t.join(timeout=240)
+    assert not t.is_alive()
+    assert "error" not in box, box.get("error")
+    assert torn, "no actor was caught inside a journal write"
+    s = box["summary"]
+    assert s.ok == 780 and s.failed == 0
+    ta, tb = _same_cache(ref, out, sets, by_id=True)
+    assert len(tb.ids) == len(set(tb.ids)) == 780
+    assert not journal.exists() or not list(journal.iterdir())   # the torn .tmp was cleared, not committed
+
+
+def test_handcrafted_only_tasks_write_their_records_same_cache_as_local(cluster, image_folder, tmp_path):
+    good = sorted(image_folder.rglob("*.png"))[0]
+    (image_folder / "benign" / "torn.png").write_bytes(good.read_bytes()[:120])   # decodes to an error
+    hand = dict(backbones=[], handcrafted="firstorder", progress=False)
+    local = extract([image_folder], tmp_path / "local.h5", workers=0, **hand)
+    on_ray = extract([image_folder], tmp_path / "ray.h5", engine=RayEngine(), **hand)
+    assert local.ok == on_ray.ok == 12 and local.failed == on_ray.failed == 1
+    _same_cache(tmp_path / "local.h5", tmp_path / "ray.h5", ["firstorder"], tol=1e-6)   # same rows, same order
+    assert C.read_state(tmp_path / "ray.h5").failures == C.read_state(tmp_path / "local.h5").failures
+    assert [f[0] for f in C.read_state(tmp_path / "ray.h5").failures] == [str(image_folder / "benign" / "torn.png")]
+    assert not C.pending_records(tmp_path / "ray.h5")
 
 
 def test_real_weights_subset_via_cli_and_skips_cached(cluster, tmp_path):

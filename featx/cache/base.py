@@ -54,8 +54,9 @@ def one_line(e: BaseException, limit: int = 300) -> str:
     return " ".join(str(e).split())[:limit]
 
 
-def open_read(path: str | Path):
-    """The cache opened for reading, its structure checked (featx.check): CacheError if not."""
+def open_read(path: str | Path, labels: bool = True):
+    """The cache opened for reading, its structure checked (featx.check; ``labels`` False skips
+    the check that reads every label): CacheError if not."""
     import h5py
     path = Path(path)
     reason = not_regular_reason(path)
@@ -66,7 +67,7 @@ def open_read(path: str | Path):
     except OSError as e:
         raise CacheError(f"not a readable HDF5 file ({one_line(e)})", path) from None
     try:
-        problems = structure_problems(f)
+        problems = structure_problems(f, labels)
     except Exception as e:  # a damaged object header
         problems = [f"cannot read the cache's structure ({type(e).__name__}: {one_line(e)})"]
     if problems:

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from featx.cache.base import decoded_strs, log, open_read, remove_stale_tmp, shards_dir
-from featx.cache.journal import BatchRecord, load_rows, read_pending
-from featx.cache.store import (SAMPLES, STR_FIELDS, Index, SetInfo, SetShard, read_index, remove_unreferenced_shards,
-                               write_index, write_samples_shard)
+from featx.cache.journal import BatchRecord, FileFacts, load_rows, read_pending, remove_stale_tmp_records
+from featx.cache.store import (SAMPLES, STR_FIELDS, Index, SetInfo, SetShard, bloom_hashes, find_ids, read_index,
+                               remove_unreferenced_shards, write_index, write_samples_shard)
 from featx.cache.base import config_json
 from featx.errors import CacheError
 from featx.safeio import io_reason, sigint_deferred
@@ -50,18 +50,23 @@ def layout_version(cache: Path) -> int | None:
 
 
 def current_index(cache: Path, featx_version: str) -> Index:
-    """The cache's index, migrating a layout-1 file first (once); an empty Index if no file."""
-    version = layout_version(cache)
-    if version is None:
+    """The cache's index, migrating a layout-1 file first (once); an empty Index if no file.
+
+    Opened once, without reading every label (featx.check.structure_problems): its cost does not
+    grow with the rows."""
+    if not cache.exists():
         return Index()
-    if version == 1:
-        migrate_v1(cache, featx_version)
-    with open_read(cache) as f:
+    with open_read(cache, labels=False) as f:
+        if int(np.asarray(f.attrs["featx_layout_version"]).item()) >= 2:
+            return read_index(f)
+    migrate_v1(cache, featx_version)
+    with open_read(cache, labels=False) as f:
         return read_index(f)
 
 
 def _commit(cache: Path, featx_version: str) -> dict:
     remove_stale_tmp(cache)
+    remove_stale_tmp_records(cache)
     records_paths, records = read_pending(cache)
     if not records_paths and cache.exists():
         return {"records": 0, "new_samples": 0, "rows": 0, "stale": 0}
@@ -88,22 +93,18 @@ def _open_shard(folder: Path, name: str):
 
 
 def _find_rows(cache: Path, idx: Index, ids: list[str]) -> dict[str, int]:
-    """Row of each of ``ids`` the cache already holds (looked up in each block's sorted id keys)."""
+    """Row of each of ``ids`` the cache already holds (each block's bloom filter and fence keys
+    are read, not its ids: featx.cache.store.find_ids)."""
     found: dict[str, int] = {}
     if not ids:
         return found
     query = np.array([i.encode() for i in ids], dtype=bytes)
+    hashes = bloom_hashes(query)
     for b, start in enumerate(idx.starts):
         with _open_shard(idx.folder(cache), idx.shards[(b, SAMPLES)]) as f:
-            keys = f["id_key"][()]
-            if not len(keys):
-                continue
-            pos = np.searchsorted(keys, query)
-            hit = np.flatnonzero((pos < len(keys)) & (keys[np.minimum(pos, len(keys) - 1)] == query))
-            if len(hit):
-                rows = f["id_row"][()][pos[hit]]
-                for q, r in zip(hit, rows):
-                    found[ids[q]] = start + int(r)
+            hit, rows = find_ids(f, query, hashes)
+            for q, r in zip(hit.tolist(), rows.tolist()):
+                found[ids[q]] = start + r
     return found
 
 
@@ -118,10 +119,10 @@ def _apply(cache: Path, idx: Index, records: list[BatchRecord]) -> dict:
 
     # 1. new samples get the next rows; known ones may have unknown label/group/split filled in
     new = {k: [] for k in STR_FIELDS}
-    new_labels_idx, new_files, new_stats = [], [], []
+    new_labels_idx, new_facts = [], []
     fills: dict[int, dict[int, tuple[str, str, str]]] = {}
     for rec in records:
-        files, stats = rec.sample_files()
+        facts, taken = rec.sample_files(), []
         dups = rec.duplicate_of if rec.duplicate_of else [""] * len(rec.ids)
         for k, sid in enumerate(rec.ids):
             if sid in row_of:
@@ -134,8 +135,8 @@ def _apply(cache: Path, idx: Index, records: list[BatchRecord]) -> dict:
             for key, val in zip(STR_FIELDS, (sid, rec.paths[k], rec.groups[k], rec.splits[k], dups[k])):
                 new[key].append(str(val))
             new_labels_idx.append(cls[rec.labels[k]] if rec.labels[k] else -1)
-            new_files.append(str(files[k]))
-            new_stats.append(stats[k])
+            taken.append(k)
+        new_facts.append(facts.take(taken))
     n_new = len(new["id"])
 
     # 2. feature rows per (block, set); a record whose config disagrees with the set's is stale
@@ -165,8 +166,8 @@ def _apply(cache: Path, idx: Index, records: list[BatchRecord]) -> dict:
 
     written = 0
     if n_new:
-        name = write_samples_shard(idx.folder(cache), new, np.array(new_labels_idx, np.int64), new_files,
-                                   np.array(new_stats, np.int64).reshape(-1, 4))
+        name = write_samples_shard(idx.folder(cache), new, np.array(new_labels_idx, np.int64),
+                                   FileFacts.concat(new_facts))
         idx.starts.append(n_old)
         idx.stops.append(n_old + n_new)
         idx.shards[(new_block, SAMPLES)] = name
@@ -190,8 +191,7 @@ def _fill_metadata(cache: Path, idx: Index, b: int, fill: dict, cls: dict) -> No
     with _open_shard(idx.folder(cache), idx.shards[(b, SAMPLES)]) as f:
         meta = {k: list(decoded_strs(f[k])) for k in STR_FIELDS}
         labels = f["label"][()]
-        files = list(decoded_strs(f["file"]))
-        stats = f["file_stat"][()]
+        facts = FileFacts.read(f)
     changed = False
     for r, (label, group, split) in fill.items():
         if labels[r] < 0 and label:
@@ -200,7 +200,7 @@ def _fill_metadata(cache: Path, idx: Index, b: int, fill: dict, cls: dict) -> No
             if not meta[key][r] and val:
                 meta[key][r], changed = val, True
     if changed:
-        idx.shards[(b, SAMPLES)] = write_samples_shard(idx.folder(cache), meta, labels, files, stats)
+        idx.shards[(b, SAMPLES)] = write_samples_shard(idx.folder(cache), meta, labels, facts)
 
 
 def _write_set_rows(cache: Path, idx: Index, b: int, name: str, parts) -> int:
@@ -252,8 +252,8 @@ def migrate_v1(cache: Path, featx_version: str) -> None:
         if n:
             meta = {k: list(decoded_strs(f[f"samples/{k}"])) if f"samples/{k}" in f else [""] * n for k in STR_FIELDS}
             idx.class_names = json_list(f["samples/label"].attrs.get("class_names", "[]"))
-            idx.shards[(0, SAMPLES)] = write_samples_shard(idx.folder(cache), meta, f["samples/label"][()], [""] * n,
-                                                           np.full((n, 4), -1, np.int64))
+            idx.shards[(0, SAMPLES)] = write_samples_shard(idx.folder(cache), meta, f["samples/label"][()],
+                                                           FileFacts.unknown(n))
             idx.starts, idx.stops = [0], [n]
         for name in f.get("features", {}) if n else ():
             if name.endswith("_ok"):

@@ -8,8 +8,9 @@ import numpy as np
 
 from featx.cache.base import CacheLock, open_read, shards_dir, str_dtype
 from featx.cache.committing import COPY_ROWS, commit, current_index
+from featx.cache.journal import FileFacts
 from featx.cache.store import (SAMPLES, STR_FIELDS, Index, SetShard, ShardWriter, read_index, remove_unreferenced_shards,
-                               write_index)
+                               write_id_index, write_index)
 from featx.errors import CacheError
 from featx.safeio import io_reason, sigint_deferred
 
@@ -48,20 +49,22 @@ def _fold(cache: Path, idx: Index) -> Index:
     w = ShardWriter(folder, "s")
     try:
         w.f.attrs["featx_shard"] = "samples"
-        dst = {k: w.f.create_dataset(k, shape=(n,), dtype=str_dtype()) for k in STR_FIELDS + ("file",)}
+        dst = {k: w.f.create_dataset(k, shape=(n,), dtype=str_dtype()) for k in STR_FIELDS}
         dst["label"] = w.f.create_dataset("label", shape=(n,), dtype=np.int64)
-        dst["file_stat"] = w.f.create_dataset("file_stat", shape=(n, 4), dtype=np.int64)
+        for k, v in FileFacts.unknown(0).arrays().items():
+            dst[k] = w.f.create_dataset(k, shape=(n, *v.shape[1:]), dtype=str_dtype() if v.dtype.kind == "U" else v.dtype)
         keys, rows = [], []
         for b, (a, z) in enumerate(zip(idx.starts, idx.stops)):
             with h5py.File(folder / idx.shards[(b, SAMPLES)], "r") as f:
-                for k, ds in dst.items():
-                    ds[a:z] = f[k][()]
+                for k in STR_FIELDS + ("label",):
+                    dst[k][a:z] = f[k][()]
+                for k, v in FileFacts.read(f).arrays().items():
+                    dst[k][a:z] = v.astype(object) if v.dtype.kind == "U" else v
                 keys.append(f["id_key"][()])
                 rows.append(f["id_row"][()] + a)
         keys_all = np.concatenate(keys) if keys else np.zeros(0, "S1")
         order = np.argsort(keys_all, kind="stable")
-        w.f.create_dataset("id_key", data=keys_all[order])
-        w.f.create_dataset("id_row", data=np.concatenate(rows)[order].astype(np.int64))
+        write_id_index(w.f, keys_all[order], np.concatenate(rows)[order].astype(np.int64))
         out.shards[(0, SAMPLES)] = w.close()
     except BaseException:
         w.abandon()

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from featx.cache.base import decoded_strs, open_read, reading, shards_dir
+from featx.cache.base import decoded_strs, open_read, reading
 from featx.check import nonfinite_rows
 from featx.errors import CacheError
 from featx.table import FeatureTable
@@ -125,35 +125,57 @@ def load_features(cache: str | Path, sets: str | Sequence[str]) -> FeatureTable:
         )
 
 
-def read_memo(cache: str | Path) -> dict[str, tuple[int, int, int, int, str]]:
-    """The scan memo a cache keeps: source file -> (size, mtime_ns, ctime_ns, inode, content id).
+def read_memo(cache: str | Path) -> dict[str, tuple]:
+    """The scan memo a cache keeps: resolved source file -> (size, mtime_ns, ctime_ns, inode,
+    content id, reader, frames, header group) -- see featx.sources.base.memo_samples.
 
-    Read from the samples shards of a layout-2 cache (a layout-1 cache has none: {}). The content
-    id is the file's sha256 (a sample id without its ``#<index>`` / ``~<k>`` suffix). A cache that
-    cannot be read gives {}: the scan then hashes every file, as without a memo."""
+    Read column by column from the samples shards of a layout-2 cache (a layout-1 cache has none:
+    {}). The content id is the file's sha256 (a sample id without its ``#<index>`` / ``~<k>``
+    suffix). A cache that cannot be read gives {}: the scan then hashes every file, as without a memo."""
     import h5py
+    from featx.check import shard_folder
     cache = Path(cache)
-    memo: dict[str, tuple[int, int, int, int, str]] = {}
+    memo: dict[str, tuple] = {}
     if not os.path.lexists(cache):
         return memo
     try:
         with open_read(cache) as f:
             if "shards" not in f:
                 return memo
+            folder = shard_folder(f)
             names = [str(n) for n, w in zip(decoded_strs(f["shards/file"]), decoded_strs(f["shards/what"])) if w == ""]
         for name in names:
-            with h5py.File(shards_dir(cache) / name, "r") as s:
-                stats = s["file_stat"][()]
-                have = np.flatnonzero(stats[:, 0] >= 0)
-                if not len(have):
-                    continue
-                files = s["file"][()]
-                ids = s["id"][()]
-                for r in have:
-                    file = files[r].decode() if isinstance(files[r], bytes) else str(files[r])
-                    sid = ids[r].decode() if isinstance(ids[r], bytes) else str(ids[r])
-                    if file:
-                        memo[file] = (*(int(v) for v in stats[r]), re.split("[#~]", sid, maxsplit=1)[0])
+            with h5py.File(folder / name, "r") as s:
+                _add_memo_rows(s, memo)
     except (CacheError, OSError, KeyError, ValueError):
         return {}
     return memo
+
+
+_SUFFIX = re.compile("[#~]")
+
+
+def _add_memo_rows(shard, memo: dict) -> None:
+    """Add a samples shard's memo entries: one per file (the rows of one npz or multi-frame DICOM
+    are consecutive and share it, so only the first of each run is read into Python objects)."""
+    files = shard["file"].asstr()[()]
+    stats = shard["file_stat"][()].reshape(-1, 4)
+    keep = (stats[:, 0] >= 0) & (files != "")
+    keep[1:] &= files[1:] != files[:-1]
+    rows = np.flatnonzero(keep)
+    if not len(rows):
+        return
+    few = len(rows) < len(files) // 8   # an npz's rows: read just the first of each file's run
+
+    def column(key, default, text=True):
+        if key not in shard:   # the reader, frames and group columns are absent in older shards
+            return [default] * len(rows)
+        ds = shard[key].asstr() if text else shard[key]
+        return ds[rows] if few else ds[()][rows]
+    ids, readers, groups = column("id", ""), column("file_reader", ""), column("file_group", "")
+    frames = [int(v) for v in column("file_frames", 1, text=False)]
+    for k, (r, st) in enumerate(zip(rows.tolist(), stats[rows].tolist())):
+        sid = ids[k]
+        if "#" in sid or "~" in sid:
+            sid = _SUFFIX.split(sid, maxsplit=1)[0]
+        memo[files[r]] = (*st, sid, readers[k], frames[k], groups[k])

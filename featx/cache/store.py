@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from featx.cache.base import config_json, decoded_strs, fsync_file, shards_dir, str_dtype, tmp_name
+from featx.cache.journal import FileFacts
 from featx.safeio import fsync_dir
 
 LAYOUT_V2 = 2
@@ -110,13 +111,14 @@ class ShardWriter:
         self.tmp.unlink(missing_ok=True)
 
 
-def write_samples_shard(folder: Path, meta: dict[str, list], labels: np.ndarray, files: list[str],
-                        stats: np.ndarray) -> str:
+def write_samples_shard(folder: Path, meta: dict[str, list], labels: np.ndarray, facts: FileFacts) -> str:
     """A samples shard for a block: ``meta`` holds the STR_FIELDS lists, ``labels`` class indices.
 
-    It also holds ``id_key``/``id_row`` (the ids sorted, as bytes, and their rows) so a commit
-    finds which ids a block holds without loading every id as Python strings, and the scan memo:
-    ``file`` and ``file_stat`` [size, mtime_ns, ctime_ns, inode] (-1 = unknown)."""
+    It also holds ``id_key``/``id_row`` (the ids sorted, as bytes, and their rows), ``id_fence``
+    (every ID_FENCE-th sorted key) and ``id_bloom`` (a bloom filter of the ids, see id_bloom) so a
+    commit finds which of its ids a block holds reading a few kilobytes (find_ids), and the scan memo
+    (``facts``): ``file``, ``file_stat`` [size, mtime_ns, ctime_ns, inode] (-1 = unknown),
+    ``file_reader``, ``file_frames``, ``file_group``."""
     w = ShardWriter(folder, "s")
     try:
         f = w.f
@@ -126,14 +128,82 @@ def write_samples_shard(folder: Path, meta: dict[str, list], labels: np.ndarray,
         f.create_dataset("label", data=np.asarray(labels, np.int64).reshape(-1))
         keys = np.array([s.encode() for s in meta["id"]], dtype=bytes)
         order = np.argsort(keys, kind="stable")
-        f.create_dataset("id_key", data=keys[order] if len(keys) else np.zeros(0, "S1"))
-        f.create_dataset("id_row", data=order.astype(np.int64))
-        f.create_dataset("file", data=np.array(files, dtype=object), dtype=str_dtype())
-        f.create_dataset("file_stat", data=np.asarray(stats, np.int64).reshape(-1, 4))
+        write_id_index(f, keys[order] if len(keys) else np.zeros(0, "S1"), order.astype(np.int64))
+        write_facts(f, facts.arrays())
         return w.close()
     except BaseException:
         w.abandon()
         raise
+
+
+ID_FENCE = 256          # rows of id_key between two fence keys (and id_key's chunk)
+BLOOM_BITS_PER_ID = 16  # with 4 probes: about 0.24% false positives
+
+
+def bloom_hashes(keys) -> np.ndarray:
+    """uint32 [len(keys), 4]: blake2b's 16-byte digest of each id (bytes) as four little-endian uint32."""
+    import hashlib
+    raw = b"".join(hashlib.blake2b(bytes(k).rstrip(b"\0"), digest_size=16).digest() for k in keys)
+    return np.frombuffer(raw, "<u4").reshape(-1, 4)
+
+
+def bloom_probes(hashes: np.ndarray, m_bits: int) -> np.ndarray:
+    """Bit positions [n, 4] of ids with bloom_hashes ``hashes`` in a filter of ``m_bits`` (a power of two)."""
+    return (hashes & np.uint32(m_bits - 1)).astype(np.int64)
+
+
+def write_id_index(f, keys: np.ndarray, rows: np.ndarray) -> None:
+    """``id_key``/``id_row`` (sorted keys, their rows), ``id_fence`` and ``id_bloom`` of a block."""
+    f.create_dataset("id_key", data=keys, chunks=(min(ID_FENCE, len(keys)),) if len(keys) else None)
+    f.create_dataset("id_row", data=rows, chunks=(min(ID_FENCE, len(rows)),) if len(rows) else None)
+    f.create_dataset("id_fence", data=keys[::ID_FENCE])
+    m_bits = 64
+    while m_bits < BLOOM_BITS_PER_ID * len(keys):
+        m_bits *= 2
+    bits = np.zeros(m_bits, bool)
+    bits[bloom_probes(bloom_hashes(keys), m_bits).ravel()] = True
+    f.create_dataset("id_bloom", data=np.packbits(bits, bitorder="little"))
+
+
+def find_ids(f, query: np.ndarray, hashes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(positions in ``query``, rows in the block) of the query ids (bytes) that a samples shard
+    ``f`` holds (``hashes``: their bloom_hashes, computed once for many shards). Reads the bloom filter and, for the few ids it may hold, one fence slice of
+    ``id_key`` each: the cost grows with the query, not the block. A shard written before the
+    filter existed is searched whole."""
+    keys_ds = f["id_key"]
+    n = keys_ds.shape[0]
+    if not n or not len(query):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if "id_bloom" not in f:
+        keys = keys_ds[()]
+        pos = np.searchsorted(keys, query)
+        hit = np.flatnonzero((pos < n) & (keys[np.minimum(pos, n - 1)] == query))
+        return hit, f["id_row"][()][pos[hit]] if len(hit) else np.zeros(0, np.int64)
+    bloom = f["id_bloom"][()]
+    probes = bloom_probes(bloom_hashes(query) if hashes is None else hashes, len(bloom) * 8)
+    maybe = np.flatnonzero(((bloom[probes >> 3] >> (probes & 7)) & 1).all(axis=1))
+    if not len(maybe):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    fence = f["id_fence"][()]
+    hits, rows = [], []
+    for q in maybe.tolist():
+        a = max(0, int(np.searchsorted(fence, query[q], side="right")) - 1) * ID_FENCE
+        z = min(n, a + ID_FENCE)
+        part = keys_ds[a:z]
+        k = int(np.searchsorted(part, query[q]))
+        if k < len(part) and part[k] == query[q]:
+            hits.append(q)
+            rows.append(int(f["id_row"][a + k]))
+    return np.array(hits, np.int64), np.array(rows, np.int64)
+
+
+def write_facts(f, arrays: dict[str, np.ndarray]) -> None:
+    """Store FileFacts.arrays() in an open HDF5 file (text columns as UTF-8 strings)."""
+    for key, val in arrays.items():
+        if val.dtype.kind == "U":
+            f.create_dataset(key, data=val.astype(object), dtype=str_dtype())
+        else:
+            f.create_dataset(key, data=val)
 
 
 def chunk_rows(d: int) -> int:

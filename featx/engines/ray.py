@@ -7,19 +7,25 @@ The pipeline is featx's own (featx.extraction), spread over Ray:
       -> map_batches(_decode_batch)               Ray tasks: decode + preprocess + handcrafted sets
       -> map_batches(_Embedder, concurrency=N)    one actor per GPU (or CPU slot) holding the
                                                   frozen backbones, built once per actor
-      -> iter_batches on the driver               each batch becomes one journal record
-      -> featx.cache.commit                       the standard cache, atomically
+         (or, handcrafted only, _journal_task)    the worker that made a batch's rows writes its
+                                                  journal record (featx.cache.Journal) itself
+      -> iter_batches on the driver               only ids, errors and pids come back
+      -> featx.cache.commit                       the driver folds the records in, atomically
 
 It is an engine of ``featx.extraction.extract`` (``extract(..., engine=RayEngine(address=...))``):
 checks, scanning, set names, configs and request keys (featx.setconfig), the model
 (featx.backbones.inference.prepare_model) and the journal records (featx.extraction.records) are
 the local path's own, so ``featx fit`` cannot tell the two apart; rows that the cache already holds are skipped; the cache lock is held for the run.
-Workers send their rows back through Ray's object store, so the cache only has to be writable on
-the driver; the *images* must be readable at the same paths on every node (shared storage).
+Workers write their rows as journal records beside the cache, so the cache's folder must be on
+storage every node shares (as the images must be, at the same paths); no feature row passes
+through the driver, which only commits. A record is written under a temporary name and renamed
+whole, so a worker killed while writing leaves a ``.tmp`` file that nothing reads (the next commit
+removes it) and its batch is run again.
 
 Fault tolerance: Ray Data restarts a dead actor and retries its batch (``max_restarts=-1``,
 ``max_task_retries=-1``) and retries failed decode tasks; rows are keyed by sample id, so a row
-seen twice is kept once, and any sample still missing at the end is run again (``max_attempts``).
+written twice (a retried batch) is committed once, and any sample still missing at the end is run
+again (``max_attempts``).
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ import math
 import os
 import queue
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -87,8 +94,11 @@ def _row_to_item(row) -> WorkItem:
     def s(key):
         v = row[key]
         return v.decode() if isinstance(v, bytes) else str(v)
+    stat = tuple(int(row[f"st{j}"]) for j in range(4))
     sample = Sample(id=s("id"), path=s("path"), reader=s("reader"), file=s("file"),
-                    index=s("index") or None, label=None, group="", split="")
+                    index=s("index") or None, label=s("label") or None, group=s("group"), split=s("split"),
+                    duplicate_of=s("dup"), file_stat=None if stat[0] < 0 else stat,
+                    file_frames=int(row["frames"]), header_group=s("hgroup"))
     gm, hm = int(row["gmask"]), int(row["hmask"])
     return WorkItem(sample, tuple(g for g in range(gm.bit_length()) if gm >> g & 1),
                     tuple(h for h in range(hm.bit_length()) if hm >> h & 1))
@@ -105,7 +115,9 @@ def _decode_batch(batch: dict, read_opts, preprocs, hand_specs) -> dict:
     n = len(batch["k"])
     items = [_row_to_item({key: batch[key][i] for key in batch}) for i in range(n)]
     ds = DecodeDataset(items, read_opts, preprocs, hand_specs)
-    out = {"k": np.asarray(batch["k"], np.int64), "error": np.array([""] * n, dtype=object)}
+    out = {key: batch[key] for key in batch}        # the rows' samples, for the journal record
+    out["k"] = np.asarray(batch["k"], np.int64)
+    out["error"] = np.array([""] * n, dtype=object)
     for g, pre in enumerate(preprocs):
         out[f"m{g}"] = np.zeros(n, bool)
         out[f"x{g}"] = np.zeros((n, 3, *pre.crop_size), np.float32)
@@ -124,6 +136,55 @@ def _decode_batch(batch: dict, read_opts, preprocs, hand_specs) -> dict:
     return out
 
 
+@dataclass(frozen=True)
+class RecordSpec:
+    """What a worker needs to write its batches' journal records: the cache, the driver's journal
+    token, and the sets of each backbone (featx.setconfig.DeepSet) and the handcrafted sets."""
+
+    cache: str
+    token: tuple[int, str]
+    deep_sets: list
+    hand: list
+
+
+def _write_records(batch: dict, spec: RecordSpec, deep: dict[int, dict[str, np.ndarray]] | None = None) -> dict:
+    """Write the journal record of a decoded (and embedded) batch; return its small summary
+    columns: k, error, fatal (a FeatxError that must stop the run, "" if none) and pid.
+
+    ``deep[g]`` holds backbone g's outputs for the rows with mask m<g>, in row order."""
+    n = len(batch["k"])
+    items = [_row_to_item({key: batch[key][i] for key in batch}) for i in range(n)]
+    errors = [str(e) for e in batch["error"]]
+    out = BatchOutputs(decoded=[it for it, e in zip(items, errors) if not e],
+                       errors=[(it, e) for it, e in zip(items, errors) if e])
+    good = [i for i in range(n) if not errors[i]]
+    for g, feats in (deep or {}).items():
+        out.deep[g] = feats
+    for h in range(len(spec.hand)):
+        out.hand[h] = [np.frombuffer(batch[f"h{h}"][i], np.float32) for i in good if h in items[i].hand]
+    fatal = ""
+    try:
+        rec = batch_record(out, [_SetsOf(sets) for sets in spec.deep_sets], spec.hand)
+        if rec.ids or rec.failures:
+            C.Journal(spec.cache, token=spec.token).append(rec, order=int(np.min(batch["k"])))
+    except FeatxError as e:   # non-finite features, a journal that cannot be written: the driver stops
+        fatal = str(e)
+    return {"k": np.asarray(batch["k"], np.int64), "error": np.array(errors, dtype=object),
+            "fatal": np.array([fatal] * n, dtype=object), "pid": np.full(n, os.getpid(), np.int64)}
+
+
+@dataclass(frozen=True)
+class _SetsOf:
+    """A backbone's sets where batch_record expects a DeepPlan (it reads only ``sets``)."""
+
+    sets: list
+
+
+def _journal_task(batch: dict, spec: RecordSpec) -> dict:
+    """Ray task (handcrafted sets only): write the decoded batch's journal record."""
+    return _write_records(batch, spec)
+
+
 class _Embedder:
     """Ray actor: the frozen backbones of one run, prepared once, applied to decoded batches.
 
@@ -131,13 +192,14 @@ class _Embedder:
     as float32 bytes, b"" where absent) and pid."""
 
     def __init__(self, cfg: ExtractConfig, expect: list[dict], device: str, precision: str, threads: int,
-                 compiled: tuple[bool, ...] = ()):
+                 spec: RecordSpec, compiled: tuple[bool, ...] = ()):
         import torch
 
         from featx.backbones.inference import compile_model, prepare_model
         from featx.runtime import make_runtime
         torch.set_num_threads(max(1, int(threads)))
         runtime = make_runtime(device, precision)
+        self.spec = spec
         self.prepared = []
         for g, (bname, want) in enumerate(zip(cfg.backbones, expect)):
             p = prepare_model(bname, runtime, weights=cfg.weights, layers=cfg.layers, pooling=cfg.pooling,
@@ -155,19 +217,13 @@ class _Embedder:
         import torch
 
         from featx.backbones.inference import run_model
-        n = len(batch["k"])
-        out = {k: v for k, v in batch.items() if not k.startswith("x")}
+        deep = {}
         for g, p in enumerate(self.prepared):
-            sel = np.flatnonzero(np.asarray(batch[f"m{g}"], bool))
-            feats = run_model(p.model, torch.from_numpy(np.ascontiguousarray(batch[f"x{g}"][sel])), p.runtime) \
-                if len(sel) else {}
-            for t, tap in enumerate(p.backbone.taps):
-                col = np.array([b""] * n, dtype=object)
-                for r, i in enumerate(sel):
-                    col[i] = feats[tap][r].tobytes()
-                out[f"f{g}_{t}"] = col
-        out["pid"] = np.full(n, os.getpid(), np.int64)
-        return out
+            sel = np.flatnonzero(np.asarray(batch[f"m{g}"], bool) & (batch["error"] == ""))
+            if len(sel):
+                x = torch.from_numpy(np.ascontiguousarray(batch[f"x{g}"][sel]))
+                deep[g] = {tap: np.asarray(v, np.float32) for tap, v in run_model(p.model, x, p.runtime).items()}
+        return _write_records({k: v for k, v in batch.items() if not k.startswith(("x", "m"))}, self.spec, deep)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -240,7 +296,7 @@ class RayEngine:
         result.runtime = f"ray {n_act} x {job.runtime.describe()}" if plans else "ray cpu (handcrafted)"
         job.bar.relabel(result.runtime)
         job.bar.status("decoding")
-        journal = C.Journal(job.cache)
+        spec = RecordSpec(str(job.cache), C.Journal(job.cache).token, [p.sets for p in plans], list(job.hand))
         done: set[int] = set()
         pids: set[int] = set()
         for attempt in range(max(1, self.max_attempts)):
@@ -250,11 +306,7 @@ class RayEngine:
             if attempt:
                 log.warning("ray: %d samples came back from no worker; running them again (attempt %d)",
                             len(todo), attempt + 1)
-            rows = [{"k": k, "id": items[k].sample.id, "path": items[k].sample.path,
-                     "reader": items[k].sample.reader, "file": items[k].sample.file,
-                     "index": items[k].sample.index or "",
-                     "gmask": sum(1 << g for g in items[k].groups), "hmask": sum(1 << h for h in items[k].hand)}
-                    for k in todo]
+            rows = [_item_row(k, items[k]) for k in todo]
             n_blocks = max(1, min(2000, math.ceil(len(rows) / cfg.batch_size)))
             ds = ray.data.from_items(rows, override_num_blocks=n_blocks)
             ds = ds.map_batches(_decode_batch, batch_size=cfg.batch_size, batch_format="numpy",
@@ -266,9 +318,13 @@ class RayEngine:
                                     fn_constructor_kwargs=dict(cfg=cfg, expect=[p.backbone.config() for p in plans],
                                                                device=job.runtime.device,
                                                                precision=job.runtime.precision, threads=threads,
+                                                               spec=spec,
                                                                compiled=tuple(p.prepared.compiled for p in plans)),
                                     compute=ray.data.ActorPoolStrategy(size=n_act),  # = concurrency=n_act
                                     num_gpus=1 if resources.use_gpu else 0, num_cpus=act_cpus)
+            else:
+                ds = ds.map_batches(_journal_task, batch_size=None, batch_format="numpy",
+                                    fn_kwargs=dict(spec=spec), num_cpus=dec_cpus)
             watchdog.progressed()
             for out in _results(ds, poll=1.0):
                 if out is None:     # nothing yet: say what it waits for, stop after --stall-timeout
@@ -280,19 +336,16 @@ class RayEngine:
                         watchdog.check(note)
                     except StallError as e:  # keep what is done: the journaled rows are committed by the run
                         result.worker_pids = sorted(pids)
-                        raise StallError(f"{e.reason}; the {result.ok} rows computed before are committed "
-                                         "(run again to resume)", job.cache) from None
+                        raise StallError(f"{e.reason}; the {_journaled_samples(job.cache, spec.token)} rows "
+                                         "computed before are committed (run again to resume)", job.cache) from None
                     continue
                 watchdog.progressed()
-                outputs = _batch_outputs(out, items, plans, len(job.hand), done)
-                rec = batch_record(outputs, plans, job.hand)
-                if "pid" in out:
-                    pids.update(int(p) for p in np.unique(out["pid"]))
-                if rec.ids or rec.failures:
-                    journal.append(rec)
-                result.failures.extend(rec.failures)
-                result.ok += len(outputs.decoded)
-                job.bar.advance(len(outputs.decoded) + len(outputs.errors), failed=len(outputs.errors))
+                fatal = next((str(v) for v in out["fatal"] if str(v)), "")
+                if fatal:
+                    raise FeatxError(fatal)
+                pids.update(int(p) for p in np.unique(out["pid"]))
+                ok, failed = _tally(out, items, done, result)
+                job.bar.advance(ok + failed, failed=failed)
         result.worker_pids = sorted(pids)
         missing = len(items) - len(done)
         if missing:
@@ -300,30 +353,44 @@ class RayEngine:
                              "the rows that were computed are cached (run again to resume)", job.cache)
 
 
-def _batch_outputs(out: dict, items: list[WorkItem], plans, n_hand: int, done: set[int]) -> BatchOutputs:
-    """A batch from the actors as BatchOutputs; a sample already seen (a retried batch) is skipped."""
-    res = BatchOutputs()
-    rows: list[int] = []
-    for i, k in enumerate(np.asarray(out["k"], np.int64)):
-        k = int(k)
+def _item_row(k: int, item: WorkItem) -> dict:
+    """The Ray Data row of item ``k``: its sample (for the worker's journal record) and what it needs."""
+    s = item.sample
+    stat = s.file_stat or (-1, -1, -1, -1)
+    return {"k": k, "id": s.id, "path": s.path, "reader": s.reader, "file": s.file, "index": s.index or "",
+            "label": s.label or "", "group": s.group, "split": s.split, "dup": s.duplicate_of,
+            **{f"st{j}": int(v) for j, v in enumerate(stat)}, "frames": int(s.file_frames), "hgroup": s.header_group,
+            "gmask": sum(1 << g for g in item.groups), "hmask": sum(1 << h for h in item.hand)}
+
+
+def _journaled_samples(cache: Path, token: tuple[int, str]) -> int:
+    """Samples with rows in the journal records the workers of this run (``token``) wrote: what the
+    commit will add, counted whether or not their batches came back to the driver."""
+    prefix = f"{token[0]:08d}-{token[1]}-"
+    ids: set[str] = set()
+    for p in C.pending_records(cache):
+        rec = C.read_record(p) if p.name.startswith(prefix) else None
+        if rec is not None:
+            ids.update(rec.ids)
+    return len(ids)
+
+
+def _tally(out: dict, items: list[WorkItem], done: set[int], result: EngineResult) -> tuple[int, int]:
+    """Count a batch the workers journaled: (samples done, failed); a sample seen before (a retried
+    batch) counts once. Decode failures are logged here (the workers' logs stay on their nodes)."""
+    ok = failed = 0
+    for k, err in zip(np.asarray(out["k"], np.int64).tolist(), out["error"]):
         if k in done:
             continue
         done.add(k)
-        err = str(out["error"][i])
-        if err:
-            res.errors.append((items[k], err))
+        if str(err):
+            failed += 1
+            result.failures.append((items[k].sample.path, str(err), "decode"))
+            log.warning("%s: %s", items[k].sample.path, err)
         else:
-            res.decoded.append(items[k])
-            rows.append(i)
-    for g, plan in enumerate(plans):
-        sel = [i for i, item in zip(rows, res.decoded) if g in item.groups]
-        if sel:
-            res.deep[g] = {tap: np.stack([np.frombuffer(out[f"f{g}_{t}"][i], np.float32) for i in sel])
-                           for t, tap in enumerate(plan.backbone.taps)}
-    for h in range(n_hand):
-        res.hand[h] = [np.frombuffer(out[f"h{h}"][i], np.float32)
-                       for i, item in zip(rows, res.decoded) if h in item.hand]
-    return res
+            ok += 1
+    result.ok += ok
+    return ok, failed
 
 
 def plan_resources(cfg: ExtractConfig, ray_nodes: list[dict], model: bool = True) -> ResourcePlan:

@@ -17,8 +17,8 @@ from typing import Iterable
 from featx.errors import DecodeError, SourceError
 from featx.safeio import file_type_name, not_regular_reason
 from featx.sources import dicom
-from featx.sources.base import (Failure, ReadOptions, Sample, ScanMemo, ScanResult, content_id, path_problem,
-                               sha256_file)  # noqa: F401  (sha256_file: featx.sources.sha256_file stays)
+from featx.sources.base import (Failure, ReadOptions, Sample, ScanMemo, ScanResult, content_id, memo_samples,
+                               path_problem, sha256_file, stat_key)  # noqa: F401  (featx.sources.sha256_file stays)
 from featx.sources.folder import plan_folder
 from featx.sources.images import looks_like_image
 from featx.sources.manifest import scan_manifest
@@ -38,8 +38,13 @@ def _head(path: Path, n: int = 132) -> bytes:
 def scan_file(path: Path, label: str | None = None, group: str = "", split: str = "",
               memo: ScanMemo | None = None) -> ScanResult:
     """Sample records for one file, its kind found from its content; its content id is taken from
-    ``memo`` when the file's size, mtime, ctime and inode are those remembered (see content_id)."""
+    ``memo`` when the file's size, mtime, ctime and inode are those remembered (see content_id);
+    then an image or DICOM file is not opened at all (its kind and header facts are in the memo)."""
     path = Path(path)
+    if memo:
+        hit = _memo_hit(path, memo, label, group, split)
+        if hit is not None:
+            return ScanResult(samples=hit)
     res = ScanResult()
     problem = path_problem(path) or not_regular_reason(path)
     if problem:
@@ -57,20 +62,21 @@ def scan_file(path: Path, label: str | None = None, group: str = "", split: str 
         if dicom.is_dicom(head):
             ds = dicom.read_header(str(path))
             resolved = str(path.resolve())
-            digest, stat = content_id(path, memo, resolved)
-            group = group or str(getattr(ds, "PatientID", "") or "")
+            digest, key = content_id(path, memo, resolved)
+            header_group = str(getattr(ds, "PatientID", "") or "")
             frames = dicom.n_frames(ds)
             for k in range(frames):
                 res.samples.append(Sample(
                     id=digest if frames == 1 else f"{digest}#{k}",
                     path=str(path) if frames == 1 else f"{path}::{k}", reader="dicom",
                     file=resolved, index=None if frames == 1 else str(k),
-                    label=label, group=group, split=split, file_stat=stat))
+                    label=label, group=group or header_group, split=split, file_stat=key, file_frames=frames,
+                    header_group=header_group))
         elif looks_like_image(head):
             resolved = str(path.resolve())
-            digest, stat = content_id(path, memo, resolved)
+            digest, key = content_id(path, memo, resolved)
             res.samples.append(Sample(id=digest, path=str(path), reader="image", file=resolved,
-                                      label=label, group=group, split=split, file_stat=stat))
+                                      label=label, group=group, split=split, file_stat=key))
         elif head.startswith(ZIP_MAGIC) and path.suffix.lower() == ".npz":
             sub = scan_npz_memo(path, memo)
             res.samples.extend(sub.samples)
@@ -82,13 +88,43 @@ def scan_file(path: Path, label: str | None = None, group: str = "", split: str 
     return res
 
 
+def _memo_hit(path: Path, memo: ScanMemo, label, group: str, split: str) -> list[Sample] | None:
+    """The samples of ``path`` from ``memo`` if it is a regular file the memo knows unchanged, else None."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return memo_samples(str(path), os.path.realpath(path), stat_key(st), memo, label, group, split)
+
+
+def _scan_folder(src: Path, threads: int, memo: ScanMemo | None) -> ScanResult:
+    """Every file below ``src``: a file the memo knows unchanged costs the walk's stat and a dict
+    lookup; the others are read (and hashed) on ``threads`` threads."""
+    plan, failures = plan_folder(src)
+    res = ScanResult(failures=failures)
+    found: list[list[Sample] | None] = [None] * len(plan)
+    if memo:
+        for k, p in enumerate(plan):
+            if p.key is not None:
+                found[k] = memo_samples(p.path, p.resolved, p.key, memo, p.label, "", p.split)
+    todo = [k for k, got in enumerate(found) if got is None]
+    with ThreadPoolExecutor(threads) as pool:  # hashing releases the GIL
+        for k, sub in zip(todo, pool.map(lambda k: scan_file(Path(plan[k].path), label=plan[k].label,
+                                                             split=plan[k].split, memo=memo), todo)):
+            found[k] = sub.samples
+            res.failures.extend(sub.failures)
+    for got in found:
+        res.samples.extend(got)
+    return res
+
+
 def scan_npz_memo(path: Path, memo: ScanMemo | None) -> ScanResult:
     """scan_npz with the archive's content id taken from ``memo`` when it is unchanged."""
     resolved = str(Path(path).resolve())
-    digest, stat = content_id(path, memo, resolved)
-    res = scan_npz(path, file_hash=digest)
-    res.samples = [replace(s, file_stat=stat) for s in res.samples]
-    return res
+    digest, key = content_id(path, memo, resolved)
+    return scan_npz(path, file_hash=digest, file_stat=key)
 
 
 def _scan_one_source(src: Path, allow_outside: bool, threads: int, memo: ScanMemo | None = None) -> ScanResult:
@@ -103,13 +139,7 @@ def _scan_one_source(src: Path, allow_outside: bool, threads: int, memo: ScanMem
         # a named input that is a FIFO or a device is refused before anything opens it
         raise SourceError(f"input is a {file_type_name(mode)}, not a regular file or folder", src)
     if stat.S_ISDIR(mode):
-        plan, failures = plan_folder(src)
-        res = ScanResult(failures=failures)
-        with ThreadPoolExecutor(threads) as pool:  # hashing releases the GIL
-            for sub in pool.map(lambda p: scan_file(p[0], label=p[1], split=p[2], memo=memo), plan):
-                res.samples.extend(sub.samples)
-                res.failures.extend(sub.failures)
-        return res
+        return _scan_folder(src, threads, memo)
     if src.suffix.lower() in _MANIFEST_SUFFIXES:
         return scan_manifest(src, allow_outside=allow_outside, sniff=partial(scan_file, memo=memo))
     if src.suffix.lower() == ".npz":

@@ -70,6 +70,8 @@ class Sample:
     split: str = ""
     duplicate_of: str = ""
     file_stat: tuple[int, int, int, int] | None = None   # (size, mtime_ns, ctime_ns, inode) when id was computed
+    file_frames: int = 1         # images its file holds (a multi-frame DICOM's frames), for the scan memo
+    header_group: str = ""       # the group its file's header names (a DICOM's PatientID), for the scan memo
 
     def load(self, options: ReadOptions = ReadOptions()) -> np.ndarray:
         from featx.sources import readers
@@ -106,7 +108,33 @@ def stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
     return (int(st.st_size), int(st.st_mtime_ns), int(st.st_ctime_ns), int(st.st_ino))
 
 
-ScanMemo = dict  # resolved file path -> (size, mtime_ns, ctime_ns, inode, sha256), see featx.cache.read_memo
+ScanMemo = dict
+"""The scan memo (featx.cache.read_memo): resolved file path -> MemoEntry."""
+
+# A memo entry: (size, mtime_ns, ctime_ns, inode, sha256, reader, frames, header_group). ``reader``
+# is the kind the file's signature gave ("image", "dicom", "npz"; "" when the cache predates it).
+MemoEntry = tuple
+MEMO_READERS = ("image", "dicom")   # kinds whose samples a memo hit rebuilds without opening the file
+
+
+def memo_samples(path: str, resolved: str, key: tuple[int, int, int, int], memo: ScanMemo, label: str | None,
+                 group: str, split: str) -> list[Sample] | None:
+    """The samples of an unchanged file rebuilt from its memo entry (no read, no hash), or None
+    when the memo does not know the file at this (size, mtime_ns, ctime_ns, inode) or its kind."""
+    hit = memo.get(resolved)
+    if hit is None or len(hit) < 8 or hit[5] not in MEMO_READERS or tuple(hit[:4]) != key:
+        return None
+    digest, reader, frames, header_group = str(hit[4]), hit[5], int(hit[6]), hit[7]
+    if reader == "image":
+        return [Sample(id=digest, path=path, reader="image", file=resolved, label=label, group=group, split=split,
+                       file_stat=key)]
+    group = group or header_group
+    if frames == 1:
+        return [Sample(id=digest, path=path, reader="dicom", file=resolved, label=label, group=group, split=split,
+                       file_stat=key, header_group=header_group)]
+    return [Sample(id=f"{digest}#{k}", path=f"{path}::{k}", reader="dicom", file=resolved, index=str(k), label=label,
+                   group=group, split=split, file_stat=key, file_frames=frames, header_group=header_group)
+            for k in range(frames)]
 
 
 def content_id(path: str | Path, memo: ScanMemo | None = None, key: str | None = None

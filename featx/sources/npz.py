@@ -99,7 +99,10 @@ def _labels(z, key: str, h: NpyHeader, n: int) -> tuple[list[str | None] | None,
     return [None if v == -1 else str(int(v)) for v in labels], None
 
 
-def scan_npz(path: Path, file_hash: str | None = None) -> ScanResult:
+def scan_npz(path: Path, file_hash: str | None = None,
+             file_stat: tuple[int, int, int, int] | None = None) -> ScanResult:
+    """The samples of an npz archive (``file_hash``: its sha256 when known; ``file_stat``: its
+    scan-memo key, recorded on each sample)."""
     path = Path(path)
     headers = read_npz_headers(path)
     image_keys = sorted(k for k in headers if k.endswith("_images"))
@@ -132,8 +135,8 @@ def scan_npz(path: Path, file_hash: str | None = None) -> ScanResult:
                     continue
             digest = digest or file_hash or sha256_file(path)
             split = normalize_split(prefix) if prefix.lower() in SPLIT_ALIASES else ""
-            for i in range(n):
-                result.samples.append(Sample(
-                    id=f"{digest}#{prefix}/{i}", path=f"{path}::{prefix}/{i}", reader="npz",
-                    file=str(path.resolve()), index=f"{prefix}/{i}", label=labels[i], split=split))
+            resolved = str(path.resolve())
+            result.samples.extend(Sample(id=f"{digest}#{prefix}/{i}", path=f"{path}::{prefix}/{i}", reader="npz",
+                                         file=resolved, index=f"{prefix}/{i}", label=labels[i], split=split,
+                                         file_stat=file_stat) for i in range(n))
     return result

@@ -161,8 +161,9 @@ def sigint_default() -> None:
 
 
 def commit_tmp_files(cache: Path) -> list[Path]:
-    """The temporary files of a commit in progress (``CACHE.h5.tmp-<pid>``)."""
-    return list(cache.parent.glob(cache.name + ".tmp-*"))
+    """The temporary files of a commit in progress: the new index (``CACHE.h5.tmp-featx-...``) and
+    shards being written (``CACHE.h5.shards/*.h5.tmp``)."""
+    return list(cache.parent.glob(cache.name + ".tmp-*")) + list(Path(str(cache) + ".shards").glob("*.tmp"))
 
 
 def n_journal_records(cache: Path) -> int:
