@@ -11,7 +11,7 @@ import sys
 import h5py
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from featx import cache as C
@@ -216,6 +216,8 @@ _dtypes = st.sampled_from(["u1", "u2", "i4", "f4", "f8", "U3", "b1", "c8"])
 @given(shape=st.lists(st.integers(0, 5), min_size=0, max_size=5), dtype=_dtypes,
        labels=st.one_of(st.none(), st.lists(st.one_of(st.integers(-3, 3), st.floats(allow_nan=True, allow_infinity=True)),
                                             max_size=6)))
+@example(shape=[1, 0, 0], dtype="u1", labels=None)      # zero-size images: refused at scan, never at load
+@example(shape=[2, 5, 0, 1], dtype="f4", labels=[0, 1])
 def test_npz_contents_never_crash(tmp_path_factory, shape, dtype, labels):
     p = tmp_path_factory.mktemp("npz") / "x.npz"
     arrays = {"train_images": np.zeros(shape, dtype=dtype)}

@@ -67,6 +67,8 @@ def _image_problem(key: str, h: NpyHeader) -> str | None:
         return f"{key} has dtype {h.dtype}; expected numbers"
     if len(h.shape) not in (3, 4) or (len(h.shape) == 4 and h.shape[-1] not in (1, 3)):
         return f"{key} has shape {h.shape}; expected (N, H, W) or (N, H, W, 1|3)"
+    if h.shape[1] < 1 or h.shape[2] < 1:
+        return f"{key} holds images of {h.shape[2]}x{h.shape[1]} pixels; each side must be at least 1"
     if h.shape[1] * h.shape[2] > DEFAULT_MAX_PIXELS:
         return f"{key} images are {h.shape[2]}x{h.shape[1]}, above the {DEFAULT_MAX_PIXELS / 1e6:g}-megapixel limit"
     if h.data_bytes > NPZ_MAX_ARRAY_BYTES:
