@@ -96,6 +96,8 @@ def test_cli_fit_defaults_to_the_ensemble_and_predict_takes_it(tmp_path):
     assert res.exit_code == 0, res.output
     df = pd.read_csv(tmp_path / "p.csv")
     assert len(df) == 200 and np.allclose(df["prob_benign"] + df["prob_malignant"], 1.0)
+    # the OOD flag: a detector in the heaviest member's feature space, about 5% of in-distribution rows flagged
+    assert df["ood_score"].notna().all() and df["ood"].mean() < 0.2
     res = runner.invoke(main, ["fit", str(cache), "--features", "a", "--param", "C=1", "-o", str(tmp_path / "x.joblib")])
     assert res.exit_code == 2 and "--param does not apply to --head ensemble" in res.output
 

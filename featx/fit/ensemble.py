@@ -34,6 +34,7 @@ from featx.fit.tables import imbalance_note, load_table, parse_choices, parse_se
 from featx.heads.ordinal import graded_class_names
 from featx.heads.zoo import CalibratedHead
 from featx.jsonutil import to_jsonable
+from featx.ood import fit_bundle_ood
 from featx.progress import as_progress
 
 ENSEMBLE_HEADS = ("svm", "logreg", "xgboost", "elm")
@@ -505,5 +506,5 @@ def fit_ensemble(
             set_dims=table.set_dims(), head="ensemble", params=best_params, options=options,
             metrics=to_jsonable(metrics),
             training={"cache": table.source, "n_rows": int(X.shape[0]), "n_fit": n_fit},
-            featx_version=featx.__version__)
+            featx_version=featx.__version__, ood=fit_bundle_ood(model, table, plan, seed))
     return result
