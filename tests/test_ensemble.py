@@ -150,19 +150,21 @@ def test_ensemble_on_graded_labels_adds_ordinal_candidates_and_grade_metrics(tmp
     cache = write_cache(tmp_path / "graded.h5", {"a": X[:, :10], "b": X[:, 10:]}, y, splits=splits,
                         class_names=[str(g) for g in range(5)])
     runner = CliRunner()
-    res = runner.invoke(main, ["fit", str(cache), "--features", "a,b", "--heads", "logreg", "--rounds", "6",
-                               "-o", str(tmp_path / "g.joblib"), "--bootstrap", "50", "--jobs", "1", "-q"])
+    res = runner.invoke(main, ["fit", str(cache), "--features", "a,b", "--choices", "a+b", "--heads", "logreg",
+                               "--rounds", "6", "-o", str(tmp_path / "g.joblib"), "--bootstrap", "50", "--jobs", "1",
+                               "-q"])
     assert res.exit_code == 0, res.output
     assert " QWK " in res.stdout and " MAE " in res.stdout
     assert "look like grades: ordinal (Frank & Hall) copies" in res.stderr
-    result = fit_ensemble(str(cache), "a,b", heads="logreg", rounds=6, n_boot=0, n_jobs=1)
+    result = fit_ensemble(str(cache), "a,b", choices="a+b", heads="logreg", rounds=6, n_boot=0, n_jobs=1)
     heads = {c["head"] for c in result.metrics["ensemble"]["candidates"]}
     assert heads == {"logreg", "ordinal-logreg"}
     ev, m = result.evaluation, result.primary
     assert m["qwk"] == pytest.approx(cohen_kappa_score(ev.y_true, ev.y_pred, weights="quadratic"), abs=1e-6)
     assert m["mae_grade"] == pytest.approx(np.mean(np.abs(ev.y_true - ev.y_pred)))
     assert m["qwk"] > 0.6 and m["auc"] > 0.75
-    nominal = fit_ensemble(str(cache), "a,b", heads="logreg", rounds=6, n_boot=0, n_jobs=1, ordinal=False)
+    nominal = fit_ensemble(str(cache), "a,b", choices="a+b", heads="logreg", rounds=6, n_boot=0, n_jobs=1,
+                           ordinal=False)
     assert {c["head"] for c in nominal.metrics["ensemble"]["candidates"]} == {"logreg"}
     res = runner.invoke(main, ["predict", str(tmp_path / "g.joblib"), str(cache), "-o", str(tmp_path / "p.csv")])
     assert res.exit_code == 0, res.output
