@@ -51,7 +51,11 @@ def test_ensemble_weights_do_not_depend_on_test_labels():
     assert first.best_params == second.best_params
     assert first.metrics["ensemble"]["trace"] == second.metrics["ensemble"]["trace"]
     assert first.metrics["ensemble"]["threshold"] == second.metrics["ensemble"]["threshold"] is not None
-    assert first.metrics["ensemble"]["n_selection_rows"] == int((table.splits == "val").sum())
+    # the default selection rows: out-of-fold over train+val, never test
+    assert first.metrics["ensemble"]["n_selection_rows"] == int((table.splits != "test").sum())
+    assert first.metrics["ensemble"]["select_on"] == "5-fold out-of-fold"
+    on_val = [fit_ensemble(t, "a,b", **kwargs, select_on="val").metrics["ensemble"] for t in (table, shuffled)]
+    assert on_val[0]["trace"] == on_val[1]["trace"] and on_val[0]["n_selection_rows"] == int((table.splits == "val").sum())
     # same model, so the same test predictions, scored against different labels
     np.testing.assert_allclose(first.evaluation.scores, second.evaluation.scores)
     assert first.primary["auc"] > 0.8

@@ -126,7 +126,7 @@ def start_loading(cache: str, quiet: bool):
 @click.option("--heads", "ensemble_heads", default="svm,logreg,xgboost,elm", show_default=True, help="--head ensemble: candidate heads, comma-separated.")
 @click.option("--choices", default=None, help="--head ensemble: feature choices 'A;A+B;...' (default: each set alone and all fused).")
 @click.option("--rounds", type=WholeNumber(1, "selection rounds"), default=50, show_default=True, help="--head ensemble: greedy selection rounds (members picked with replacement).")
-@click.option("--select-on", type=SuggestChoice(["auto", "val", "oof"]), default="auto", show_default=True, help="--head ensemble: rows the selection scores: val, out-of-fold over train+val, or auto (val when there is one).")
+@click.option("--select-on", type=SuggestChoice(["auto", "val", "oof"]), default="auto", show_default=True, help="--head ensemble: rows the selection scores: val, or out-of-fold over train+val (oof; auto = oof).")
 @click.option("--decision", type=SuggestChoice(["argmax", "accuracy", "balanced_accuracy"]), default="argmax", show_default=True, help="--head ensemble, two classes: argmax, or the probability threshold maximizing accuracy / balanced accuracy on the selection rows (saved in the model).")
 @click.option("--ordinal/--nominal", "ordinal", default=None, help="Graded labels: ordinal head (Frank & Hall). Default: ordinal when the class names are ordered integers (3 or more).")
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False), help="Model bundle to write (MODEL.joblib, plus MODEL.joblib.sha256).")

@@ -1,8 +1,8 @@
 """Ensemble selection over (feature choice x head) candidates (Caruana et al. 2004, as auto-sklearn).
 
 Every candidate is tuned as :func:`featx.fit.fit` tunes one head (val rows, or CV inside train),
-predicts probabilities on the selection rows (the val split; out-of-fold inside training when there
-is none, or with ``select_on="oof"``), and a weighted ensemble is built by greedy forward selection
+predicts probabilities on the selection rows (by default out-of-fold over train+val; the val split
+with ``select_on="val"``), and a weighted ensemble is built by greedy forward selection
 with replacement on those predictions: start from the best ``n_init`` candidates, then for a fixed
 number of ``rounds`` add the candidate (possibly again) that most improves the selection score of the
 averaged probabilities. The test rows are never seen before the final evaluation. The chosen members
@@ -379,7 +379,7 @@ def fit_ensemble(
     :func:`featx.fit.fit` (test split, or outer CV with the whole selection nested in each fold).
 
     ``select_on``: "val" (the val split), "oof" (out-of-fold predictions over train+val), "auto"
-    (val when there is one). ``decision``: how the ensemble turns probabilities into a class:
+    (the default: "oof"; more rows than a small val split, so fewer chance picks). ``decision``: how the ensemble turns probabilities into a class:
     "argmax", or (two classes) the threshold maximizing "accuracy" / "balanced_accuracy" of the
     selection rows' ensemble probabilities, stored in the model. ``ordinal``: True wraps every head
     in Frank & Hall (``ordinal-svm``, ...), False keeps them nominal, None (default) adds the
@@ -432,7 +432,7 @@ def fit_ensemble(
     X = np.asarray(table.X)
     if plan.kind == "split":
         has_val = plan.val_idx.size > 0
-        how = select_on if select_on != "auto" else ("val" if has_val else "oof")
+        how = "oof" if select_on == "auto" else select_on
         if how == "val" and not has_val:
             raise FeatxError("select_on='val' needs val rows; this data has none (use 'oof')",
                              path=table.source)
