@@ -145,7 +145,10 @@ class OODDetector(OutlierMixin, BaseEstimator):
 
 def head_features(pipeline, X) -> np.ndarray:
     """``X`` through every step of ``pipeline`` before its last (the head): the space the head sees.
-    A bare estimator (not a Pipeline) sees ``X`` itself."""
+    A weighted ensemble of pipelines (``estimators_`` with ``weights_``): its heaviest member's
+    space. A bare estimator (not a Pipeline) sees ``X`` itself."""
+    if not hasattr(pipeline, "steps") and hasattr(pipeline, "weights_") and hasattr(pipeline, "estimators_"):
+        pipeline = pipeline.estimators_[int(np.argmax(pipeline.weights_))]
     steps = getattr(pipeline, "steps", None)
     if not steps or len(steps) < 2:
         return np.asarray(X)

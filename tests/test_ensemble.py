@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from featx.cli.main import main
 from featx.errors import FeatxError
 from featx.fit import EnsembleClassifier, compare, fit_ensemble, greedy_selection, table_from_arrays
+from featx.fit.ensemble import best_threshold
 from tests.fit_helpers import split_labels, toy_data, write_cache
 
 
@@ -40,7 +41,7 @@ def test_greedy_selection_picks_the_complementary_pair():
 def test_ensemble_weights_do_not_depend_on_test_labels():
     table = toy_table()
     test = table.splits == "test"
-    kwargs = dict(heads="logreg,knn", rounds=10, n_boot=0, n_jobs=1)
+    kwargs = dict(heads="logreg,knn", rounds=10, n_boot=0, n_jobs=1, decision="accuracy")
     first = fit_ensemble(table, "a,b", **kwargs)
     shuffled = table_from_arrays(table.X, table.y.copy(), sets={"a": 20, "b": 6}, splits=table.splits,
                                  class_names=table.class_names)
@@ -49,7 +50,12 @@ def test_ensemble_weights_do_not_depend_on_test_labels():
     second = fit_ensemble(shuffled, "a,b", **kwargs)
     assert first.best_params == second.best_params
     assert first.metrics["ensemble"]["trace"] == second.metrics["ensemble"]["trace"]
-    assert first.metrics["ensemble"]["n_selection_rows"] == int((table.splits == "val").sum())
+    assert first.metrics["ensemble"]["threshold"] == second.metrics["ensemble"]["threshold"] is not None
+    # the default selection rows: out-of-fold over train+val, never test
+    assert first.metrics["ensemble"]["n_selection_rows"] == int((table.splits != "test").sum())
+    assert first.metrics["ensemble"]["select_on"] == "5-fold out-of-fold"
+    on_val = [fit_ensemble(t, "a,b", **kwargs, select_on="val").metrics["ensemble"] for t in (table, shuffled)]
+    assert on_val[0]["trace"] == on_val[1]["trace"] and on_val[0]["n_selection_rows"] == int((table.splits == "val").sum())
     # same model, so the same test predictions, scored against different labels
     np.testing.assert_allclose(first.evaluation.scores, second.evaluation.scores)
     assert first.primary["auc"] > 0.8
@@ -94,6 +100,8 @@ def test_cli_fit_defaults_to_the_ensemble_and_predict_takes_it(tmp_path):
     assert res.exit_code == 0, res.output
     df = pd.read_csv(tmp_path / "p.csv")
     assert len(df) == 200 and np.allclose(df["prob_benign"] + df["prob_malignant"], 1.0)
+    # the OOD flag: a detector in the heaviest member's feature space, about 5% of in-distribution rows flagged
+    assert df["ood_score"].notna().all() and df["ood"].mean() < 0.2
     res = runner.invoke(main, ["fit", str(cache), "--features", "a", "--param", "C=1", "-o", str(tmp_path / "x.joblib")])
     assert res.exit_code == 2 and "--param does not apply to --head ensemble" in res.output
 
@@ -106,3 +114,65 @@ def test_compare_adds_the_ensemble_row():
     assert len(board) == 7 and "ensemble" in set(board["head"])
     row = board[board["head"] == "ensemble"].iloc[0]
     assert row["features"] == "a;b;a+b" and row["auc"] > 0.8
+
+
+def test_best_threshold_maximizes_accuracy_on_the_given_rows():
+    y = np.array([0, 0, 0, 1, 0, 1, 1, 1])
+    p = np.array([.05, .10, .20, .25, .30, .40, .45, .90])
+    # 0.5 gets 5/8 right; the midpoint 0.35 of (0.30, 0.40) gets 7/8 (only the 1 at .25 is wrong)
+    assert best_threshold(y, p) == pytest.approx(0.35)
+    assert np.mean((p >= 0.35) == y) == 7 / 8
+    # 6 negatives, 2 positives: accuracy cuts at 0.75 (7/8 right, one positive missed); balanced
+    # accuracy at 0.31 (both positives, 4 of 6 negatives: (1 + 2/3) / 2 > (1/2 + 1) / 2)
+    y2 = np.array([0, 0, 0, 0, 0, 0, 1, 1])
+    p2 = np.array([.05, .10, .20, .30, .35, .60, .32, .90])
+    assert best_threshold(y2, p2, "accuracy") == pytest.approx(0.75)
+    assert best_threshold(y2, p2, "balanced_accuracy") == pytest.approx(0.31)
+    # all cuts tie: 0.5 is kept
+    assert best_threshold(np.array([0, 1]), np.array([0.2, 0.8])) == 0.5
+
+
+def test_threshold_decides_the_ensemble_predictions():
+    table = toy_table()
+    res = fit_ensemble(table, "a,b", heads="logreg", choices="a;b", rounds=4, n_boot=0, n_jobs=1, decision="accuracy")
+    thr = res.metrics["ensemble"]["threshold"]
+    model = res.bundle.pipeline
+    assert model.threshold == thr and 0 < thr < 1
+    ev = res.evaluation
+    np.testing.assert_array_equal(ev.y_pred, (ev.scores[:, 1] >= thr).astype(int))
+    with pytest.raises(FeatxError, match="decision"):
+        fit_ensemble(table, "a,b", decision="median")
+
+
+def test_ensemble_on_graded_labels_adds_ordinal_candidates_and_grade_metrics(tmp_path):
+    from sklearn.metrics import cohen_kappa_score
+
+    from tests.test_ordinal import graded_data
+
+    X, y = graded_data(n=300, k=5, seed=1)
+    splits = np.array(["train"] * 150 + ["val"] * 50 + ["test"] * 100, dtype=object)
+    cache = write_cache(tmp_path / "graded.h5", {"a": X[:, :10], "b": X[:, 10:]}, y, splits=splits,
+                        class_names=[str(g) for g in range(5)])
+    runner = CliRunner()
+    res = runner.invoke(main, ["fit", str(cache), "--features", "a,b", "--choices", "a+b", "--heads", "logreg",
+                               "--rounds", "6", "-o", str(tmp_path / "g.joblib"), "--bootstrap", "50", "--jobs", "1",
+                               "-q"])
+    assert res.exit_code == 0, res.output
+    assert " QWK " in res.stdout and " MAE " in res.stdout
+    assert "look like grades: ordinal (Frank & Hall) copies" in res.stderr
+    result = fit_ensemble(str(cache), "a,b", choices="a+b", heads="logreg", rounds=6, n_boot=0, n_jobs=1)
+    heads = {c["head"] for c in result.metrics["ensemble"]["candidates"]}
+    assert heads == {"logreg", "ordinal-logreg"}
+    ev, m = result.evaluation, result.primary
+    assert m["qwk"] == pytest.approx(cohen_kappa_score(ev.y_true, ev.y_pred, weights="quadratic"), abs=1e-6)
+    assert m["mae_grade"] == pytest.approx(np.mean(np.abs(ev.y_true - ev.y_pred)))
+    assert m["qwk"] > 0.6 and m["auc"] > 0.75
+    nominal = fit_ensemble(str(cache), "a,b", choices="a+b", heads="logreg", rounds=6, n_boot=0, n_jobs=1,
+                           ordinal=False)
+    assert {c["head"] for c in nominal.metrics["ensemble"]["candidates"]} == {"logreg"}
+    res = runner.invoke(main, ["predict", str(tmp_path / "g.joblib"), str(cache), "-o", str(tmp_path / "p.csv")])
+    assert res.exit_code == 0, res.output
+    df = pd.read_csv(tmp_path / "p.csv")
+    proba = df[[f"prob_{g}" for g in range(5)]].to_numpy()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    assert (df["predicted_label"].astype(str) == pd.Series(np.argmax(proba, axis=1)).astype(str)).all()

@@ -126,7 +126,8 @@ def start_loading(cache: str, quiet: bool):
 @click.option("--heads", "ensemble_heads", default="svm,logreg,xgboost,elm", show_default=True, help="--head ensemble: candidate heads, comma-separated.")
 @click.option("--choices", default=None, help="--head ensemble: feature choices 'A;A+B;...' (default: each set alone and all fused).")
 @click.option("--rounds", type=WholeNumber(1, "selection rounds"), default=50, show_default=True, help="--head ensemble: greedy selection rounds (members picked with replacement).")
-@click.option("--select-on", type=SuggestChoice(["auto", "val", "oof"]), default="auto", show_default=True, help="--head ensemble: rows the selection scores: val, out-of-fold over train+val, or auto (val when there is one).")
+@click.option("--select-on", type=SuggestChoice(["auto", "val", "oof"]), default="auto", show_default=True, help="--head ensemble: rows the selection scores: val, or out-of-fold over train+val (oof; auto = oof).")
+@click.option("--decision", type=SuggestChoice(["argmax", "accuracy", "balanced_accuracy"]), default="argmax", show_default=True, help="--head ensemble, two classes: argmax, or the probability threshold maximizing accuracy / balanced accuracy on the selection rows (saved in the model).")
 @click.option("--ordinal/--nominal", "ordinal", default=None, help="Graded labels: ordinal head (Frank & Hall). Default: ordinal when the class names are ordered integers (3 or more).")
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False), help="Model bundle to write (MODEL.joblib, plus MODEL.joblib.sha256).")
 @click.option("--report", "report", type=click.Path(file_okay=False), default=None, help="Write metrics.json, report.md/.html and plots here.")
@@ -134,7 +135,7 @@ def start_loading(cache: str, quiet: bool):
 @click.option("--jobs", "n_jobs", type=JOBS, default=-1, show_default=True, help="Parallel search candidates (-1: all cores).")
 @common_options
 @click.option("--engine", type=SuggestChoice(["local", "ray"]), default="local", show_default=True, help="ray: search/CV fits as Ray tasks ($RAY_ADDRESS or a local Ray); xgboost on large caches through Ray Train. Needs featx[ray].")
-def fit_cmd(cache, features, head, ensemble_heads, choices, rounds, select_on, ordinal, output, report, params, n_jobs,
+def fit_cmd(cache, features, head, ensemble_heads, choices, rounds, select_on, decision, ordinal, output, report, params, n_jobs,
             quiet, force, engine="local", **kw):
     """Fit a HEAD (default: an ensemble of heads) on feature sets of CACHE, evaluate it and save the model."""
     from featx.safeio import check_output
@@ -143,7 +144,7 @@ def fit_cmd(cache, features, head, ensemble_heads, choices, rounds, select_on, o
     check_output(output, [cache], kind="model", force=force)
     ensemble = head == "ensemble"
     if ensemble:
-        for flag, bad in (("--param", params), ("--engine ray", engine == "ray"), ("--ordinal", ordinal)):
+        for flag, bad in (("--param", params), ("--engine ray", engine == "ray")):
             if bad:
                 raise click.UsageError(f"{flag} does not apply to --head ensemble (pick a single --head)")
         ensemble_heads = checked_heads(ensemble_heads)
@@ -159,7 +160,8 @@ def fit_cmd(cache, features, head, ensemble_heads, choices, rounds, select_on, o
         else:
             from featx.fit import fit
         if ensemble:
-            extra = dict(heads=ensemble_heads, choices=choices, rounds=rounds, select_on=select_on)
+            extra = dict(heads=ensemble_heads, choices=choices, rounds=rounds, select_on=select_on,
+                         decision=decision, ordinal=ordinal)
         else:
             extra = {} if engine == "ray" else {"ordinal": ordinal}
         result = fit(cache, split_list(features), head, params=params, n_jobs=n_jobs, **fit_kwargs(**kw),

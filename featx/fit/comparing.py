@@ -64,7 +64,7 @@ def compare(
     (a :class:`featx.progress.Progress`) gets a message line and a step per finished run.
     ``ensemble=True`` adds a row "ensemble": :func:`featx.fit.fit_ensemble` over all these choices
     and heads on the same rows, reusing each run's tuned parameters (``ensemble_options``: its
-    ``rounds``, ``n_init``, ``select_on``).
+    ``rounds``, ``n_init``, ``select_on``; default selection on the val split when there is one).
     """
     from joblib import delayed
 
@@ -111,10 +111,12 @@ def compare(
         ok_choices = [c for c in choices if any(("+".join(c), h) in tuned for h in head_list)]
         accepted = set(inspect.signature(fit_ensemble).parameters) - {"plan", "refit_on", "cv", "seed", "n_jobs"}
         ens_kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+        # selected on the val predictions the runs already tuned on (quick); out-of-fold without val rows
+        ens_kwargs.setdefault("select_on", "val" if plan.kind == "split" and plan.val_idx.size else "oof")
         ens = fit_ensemble(table, all_sets, heads=[h for h in head_list if any((("+".join(c), h) in tuned)
                                                                                for c in ok_choices)],
                            choices=ok_choices, tuned=tuned, plan=plan, cv=cv, seed=seed, refit_on=refit_on,
-                           final=False, n_jobs=n_jobs, **ens_kwargs, **(ensemble_options or {}))
+                           final=False, n_jobs=n_jobs, **{**ens_kwargs, **(ensemble_options or {})})
         secs = time.perf_counter() - t
         progress.message(run_line(ens, secs))
         results.append(ens)

@@ -1,8 +1,8 @@
 """Ensemble selection over (feature choice x head) candidates (Caruana et al. 2004, as auto-sklearn).
 
 Every candidate is tuned as :func:`featx.fit.fit` tunes one head (val rows, or CV inside train),
-predicts probabilities on the selection rows (the val split; out-of-fold inside training when there
-is none, or with ``select_on="oof"``), and a weighted ensemble is built by greedy forward selection
+predicts probabilities on the selection rows (by default out-of-fold over train+val; the val split
+with ``select_on="val"``), and a weighted ensemble is built by greedy forward selection
 with replacement on those predictions: start from the best ``n_init`` candidates, then for a fixed
 number of ``rounds`` add the candidate (possibly again) that most improves the selection score of the
 averaged probabilities. The test rows are never seen before the final evaluation. The chosen members
@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Any, Sequence
 
 import numpy as np
@@ -25,7 +25,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from featx.bundle import ModelBundle
 from featx.errors import FeatxError
 from featx.evaluate import auc_score, make_cv, plan_evaluation, tuning_cv
-from featx.fit.fitting import add_ordinal_metrics, validate_fit_options
+from featx.fit.fitting import add_ordinal_metrics, ordinal_plan, validate_fit_options
 from featx.fit.pipeline import build_pipeline, parse_pca
 from featx.fit.protocol import predict_rows
 from featx.fit.results import Evaluation, FitResult, metrics_block
@@ -34,10 +34,13 @@ from featx.fit.tables import imbalance_note, load_table, parse_choices, parse_se
 from featx.heads.ordinal import graded_class_names
 from featx.heads.zoo import CalibratedHead
 from featx.jsonutil import to_jsonable
+from featx.ood import fit_bundle_ood
 from featx.progress import as_progress
 
 ENSEMBLE_HEADS = ("svm", "logreg", "xgboost", "elm")
 SELECT_ON = ("auto", "val", "oof")
+DECISIONS = ("argmax", "accuracy", "balanced_accuracy")
+ORDINAL_PREFIX = "ordinal-"
 
 
 class EnsembleClassifier(ClassifierMixin, BaseEstimator):
@@ -46,19 +49,23 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
     ``estimators``: list of ``(name, classifier)``; each is cloned and fitted on all of ``X``
     (featx's members are pipelines that select their own columns of the concatenated sets).
     ``weights``: one non-negative number per estimator (default equal); normalized to sum 1, and
-    estimators of weight 0 are not fitted. ``predict`` is the class of highest mean probability.
+    estimators of weight 0 are not fitted. ``predict`` is the class of highest mean probability;
+    with ``threshold`` (two classes only) it is the second class when its mean probability is
+    >= ``threshold`` (a decision threshold chosen on selection rows, see :func:`best_threshold`).
     Default (``estimators=None``): one logistic regression.
     """
 
     _parameter_constraints: dict = {
         "estimators": [list, None],
         "weights": ["array-like", None],
+        "threshold": [Interval(Real, 0, 1, closed="neither"), None],
         "n_jobs": [Integral, None],
     }
 
-    def __init__(self, estimators=None, weights=None, n_jobs=None):
+    def __init__(self, estimators=None, weights=None, threshold=None, n_jobs=None):
         self.estimators = estimators
         self.weights = weights
+        self.threshold = threshold
         self.n_jobs = n_jobs
 
     def _members(self):
@@ -84,6 +91,8 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = np.unique(y)
         if self.classes_.size < 2:
             raise ValueError("EnsembleClassifier needs samples of at least two classes; got one class")
+        if self.threshold is not None and self.classes_.size != 2:
+            raise ValueError(f"threshold applies to two classes only; y has {self.classes_.size}")
         from joblib import delayed
 
         keep = np.flatnonzero(w > 0)
@@ -104,6 +113,8 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X):
         proba = self.predict_proba(X)
+        if self.threshold is not None:
+            return self.classes_[(proba[:, 1] >= self.threshold).astype(np.int64)]
         return self.classes_[np.argmax(proba, axis=1)]
 
 
@@ -152,6 +163,29 @@ def greedy_selection(y, probas: Sequence[np.ndarray], labels: Sequence[int], *, 
     return counts, trace
 
 
+def best_threshold(y, p_second, metric: str = "accuracy") -> float:
+    """The decision threshold on the second class's probability that maximizes ``metric``
+    ("accuracy" or "balanced_accuracy") of ``y`` (0/1) on these rows: candidates are 0.5 and the
+    midpoints between consecutive distinct probabilities; of the best ones, the nearest to 0.5."""
+    y = np.asarray(y)
+    p = np.asarray(p_second, dtype=float)
+    levels = np.unique(p)
+    cuts = np.unique(np.r_[0.5, (levels[:-1] + levels[1:]) / 2])
+    cuts = cuts[(cuts > 0) & (cuts < 1)]
+    pred = p[None, :] >= cuts[:, None]
+    pos = y == 1
+    if metric == "accuracy":
+        scores = (pred == pos[None, :]).mean(axis=1)
+    elif metric == "balanced_accuracy":
+        tpr = pred[:, pos].mean(axis=1) if pos.any() else np.zeros(len(cuts))
+        tnr = (~pred[:, ~pos]).mean(axis=1) if (~pos).any() else np.zeros(len(cuts))
+        scores = (tpr + tnr) / 2
+    else:
+        raise ValueError(f"metric: accuracy or balanced_accuracy, not {metric!r}")
+    best = np.flatnonzero(scores >= scores.max() - 1e-12)
+    return float(cuts[best[np.argmin(np.abs(cuts[best] - 0.5))]])
+
+
 @dataclass
 class Candidate:
     """One (feature choice, head) and its tuning: the chosen ``head__`` params and their score."""
@@ -182,11 +216,17 @@ class EnsembleSettings:
     rounds: int
     n_init: int
     scoring: str
+    decision: str = "argmax"
 
 
 def candidate_model(table, cand: Candidate, s: EnsembleSettings):
-    """The unfitted, tuned, calibrated pipeline of ``cand`` over all columns of ``table``."""
-    spec = head_plan(cand.head, class_weight=s.class_weight, seed=s.seed, search=s.search)
+    """The unfitted, tuned, calibrated pipeline of ``cand`` over all columns of ``table``
+    (head "ordinal-NAME": head NAME inside a Frank & Hall :class:`OrdinalClassifier`)."""
+    ordinal = cand.head.startswith(ORDINAL_PREFIX)
+    spec = head_plan(cand.head[len(ORDINAL_PREFIX):] if ordinal else cand.head, class_weight=s.class_weight,
+                     seed=s.seed, search=s.search)
+    if ordinal:
+        spec = ordinal_plan(spec)
     slices = {name: table.set_slices[name] for name in cand.sets}
     pipe = build_pipeline(slices, spec.estimator, pca=s.pca, select_k=s.select_k,
                           variance_threshold=s.variance_threshold, fusion_weights=s.fusion_weights, seed=s.seed)
@@ -268,12 +308,18 @@ def build_ensemble(table, plan, candidates: list[Candidate], s: EnsembleSettings
                                      rounds=s.rounds, n_init=s.n_init, scoring=s.scoring)
     members = [(c.name, candidate_model(table, c, s)[0]) for c, k in zip(tuned, counts) if k]
     weights = [int(k) for k in counts if k]
-    model = EnsembleClassifier(members, weights, n_jobs=n_jobs).fit(np.asarray(table.X)[fit_rows], y[fit_rows])
+    threshold = None
+    if s.decision != "argmax" and len(labels) == 2 and len(present) == 2:
+        mean = sum(k * p for k, p in zip(counts, probas)) / counts.sum()
+        threshold = best_threshold(y[sel_rows], mean[:, 1], s.decision)
+    model = EnsembleClassifier(members, weights, threshold=threshold, n_jobs=n_jobs).fit(
+        np.asarray(table.X)[fit_rows], y[fit_rows])
     singles = [selection_score(y[sel_rows], p[:, cols], [labels[c] for c in cols], s.scoring) for p in probas]
     record = {
         "select_on": "val" if select_on == "val" else f"{len(oof_folds)}-fold out-of-fold",
         "n_selection_rows": int(len(sel_rows)), "scoring": s.scoring, "rounds": s.rounds, "n_init": s.n_init,
         "score": trace[-1], "trace": [round(t, 6) for t in trace],
+        "decision": s.decision, "threshold": threshold,
         "candidates": [{"features": "+".join(c.sets), "head": c.head, "params": head_params(c.best),
                         "tuning_score": c.best_score, "selection_score": round(float(sc), 6), "weight": int(k)}
                        for c, sc, k in zip(tuned, singles, counts)],
@@ -307,6 +353,8 @@ def fit_ensemble(
     rounds: int = 50,
     n_init: int = 3,
     select_on: str = "auto",
+    decision: str = "argmax",
+    ordinal: bool | None = None,
     tuned: dict[tuple[str, str], dict] | None = None,
     search: str = "grid",
     n_iter: int = 20,
@@ -331,7 +379,12 @@ def fit_ensemble(
     :func:`featx.fit.fit` (test split, or outer CV with the whole selection nested in each fold).
 
     ``select_on``: "val" (the val split), "oof" (out-of-fold predictions over train+val), "auto"
-    (val when there is one). ``tuned`` maps ("A+B", head) to already-chosen head params (compare
+    (the default: "oof"; more rows than a small val split, so fewer chance picks). ``decision``: how the ensemble turns probabilities into a class:
+    "argmax", or (two classes) the threshold maximizing "accuracy" / "balanced_accuracy" of the
+    selection rows' ensemble probabilities, stored in the model. ``ordinal``: True wraps every head
+    in Frank & Hall (``ordinal-svm``, ...), False keeps them nominal, None (default) adds the
+    ordinal copies beside the nominal heads when the class names are graded (ordered integers, 3 or
+    more), said in a note, and selection picks among both. ``tuned`` maps ("A+B", head) to already-chosen head params (compare
     hands over its own), skipping their search. Returns a :class:`FitResult` with head "ensemble",
     the members and weights in ``best_params`` and the selection record in ``metrics["ensemble"]``.
     """
@@ -346,6 +399,8 @@ def fit_ensemble(
         raise FeatxError(f"unknown select_on {select_on!r}; choose {', '.join(SELECT_ON)}")
     if scoring not in SCORINGS:
         raise FeatxError(f"unknown scoring {scoring!r}; choose {', '.join(SCORINGS)}")
+    if decision not in DECISIONS:
+        raise FeatxError(f"unknown decision {decision!r}; choose {', '.join(DECISIONS)}")
     head_list = [head_name(h) for h in (heads.split(",") if isinstance(heads, str) else heads)]
     head_list = list(dict.fromkeys(head_list))
     all_sets, choice_list = parse_ensemble_choices(features, choices)
@@ -354,6 +409,13 @@ def fit_ensemble(
     if len(table.class_names) < 2 or len(np.unique(y[y >= 0])) < 2:
         raise FeatxError("fitting needs labelled samples of at least two classes", path=table.source)
     notes = [f"{dropped} rows with NaN/Inf features were dropped"] if dropped else []
+    graded = graded_class_names(table.class_names)
+    if ordinal or (ordinal is None and graded):
+        ordinal_heads = [ORDINAL_PREFIX + h for h in head_list]
+        head_list = ordinal_heads if ordinal else head_list + ordinal_heads
+        if ordinal is None:
+            notes.append(f"class names {' < '.join(table.class_names)} look like grades: ordinal (Frank & Hall) "
+                         f"copies of the heads are candidates too; ordinal=False for nominal heads only")
     imbalance = imbalance_note(y, table.class_names)
     if imbalance and not (class_weight is not None and scoring == "balanced_accuracy"):
         notes.append(imbalance)
@@ -362,7 +424,7 @@ def fit_ensemble(
     notes += plan.notes
     s = EnsembleSettings(parse_pca(pca), select_k, variance_threshold, fusion_weights, class_weight, search, seed,
                          cv, Tuner(search=search, scoring=scoring, n_iter=n_iter, seed=seed, n_jobs=None),
-                         rounds, n_init, scoring)
+                         rounds, n_init, scoring, decision)
     tuned = tuned or {}
     candidates = [Candidate(c, h, {PREFIX + k: v for k, v in tuned[("+".join(c), h)].items()}
                             if ("+".join(c), h) in tuned else None) for c in choice_list for h in head_list]
@@ -370,7 +432,7 @@ def fit_ensemble(
     X = np.asarray(table.X)
     if plan.kind == "split":
         has_val = plan.val_idx.size > 0
-        how = select_on if select_on != "auto" else ("val" if has_val else "oof")
+        how = "oof" if select_on == "auto" else select_on
         if how == "val" and not has_val:
             raise FeatxError("select_on='val' needs val rows; this data has none (use 'oof')",
                              path=table.source)
@@ -382,7 +444,7 @@ def fit_ensemble(
         ev = Evaluation("test", y[te], y_pred, scores, table.class_names, table.ids[te], table.paths[te],
                         splits=table.splits[te])
         metrics = {"test": metrics_block(ev, n_boot, seed)}
-        if graded_class_names(table.class_names):
+        if graded or ordinal:
             add_ordinal_metrics(metrics["test"], ev, n_boot, seed)
         n_fit = int(plan.refit_idx.size)
     else:
@@ -400,7 +462,7 @@ def fit_ensemble(
         ev = Evaluation("cv", y[idx], oof_pred[idx], oof_scores[idx], table.class_names, table.ids[idx],
                         table.paths[idx], fold_of[idx], table.splits[idx])
         block = metrics_block(ev, n_boot, seed)
-        if graded_class_names(table.class_names):
+        if graded or ordinal:
             add_ordinal_metrics(block, ev, n_boot, seed)
         block["n_splits"] = plan.n_splits
         block["pooled"] = "metrics and ci95 are computed on the pooled out-of-fold predictions"
@@ -422,7 +484,8 @@ def fit_ensemble(
     options = dict(search=search, scoring=scoring, cv=cv, protocol=plan.kind, refit_on=refit_on, pca=s.pca,
                    select_k=select_k, variance_threshold=variance_threshold, fusion_weights=fusion_weights,
                    class_weight=class_weight, seed=seed, heads=head_list,
-                   choices=["+".join(c) for c in choice_list], rounds=rounds, n_init=n_init, select_on=select_on)
+                   choices=["+".join(c) for c in choice_list], rounds=rounds, n_init=n_init, select_on=select_on,
+                   decision=decision, ordinal=ordinal)
     metrics["tuning"] = {"search": search, "scoring": scoring, "candidates": len(candidates),
                          "on": (record or {}).get("select_on", "nested in each outer fold")}
     if record is not None:
@@ -443,5 +506,5 @@ def fit_ensemble(
             set_dims=table.set_dims(), head="ensemble", params=best_params, options=options,
             metrics=to_jsonable(metrics),
             training={"cache": table.source, "n_rows": int(X.shape[0]), "n_fit": n_fit},
-            featx_version=featx.__version__)
+            featx_version=featx.__version__, ood=fit_bundle_ood(model, table, plan, seed))
     return result

@@ -75,6 +75,7 @@ def fit(
     choices: str | Sequence | None = None,
     rounds: int = 50,
     select_on: str = "auto",
+    decision: str = "argmax",
 ) -> FitResult:
     """Fit head ``head`` on feature sets ``features`` of ``cache``, evaluate it, build the bundle.
 
@@ -92,15 +93,15 @@ def fit(
     sorted order are grades); None decides from the class names (ordered integers, 3 or more:
     graded, said in a note). Graded tasks also get ``qwk`` and ``mae_grade`` in the metrics.
     ``head="ensemble"``: :func:`featx.fit.fit_ensemble` over ``heads`` x ``choices`` (``rounds``,
-    ``select_on``); ``params``, ``grid``, ``tuner`` and ``ordinal`` do not apply to it.
+    ``select_on``, ``decision``, ``ordinal``); ``params``, ``grid`` and ``tuner`` do not apply to it.
     """
     if head == "ensemble":
         from featx.fit.ensemble import ENSEMBLE_HEADS, fit_ensemble
 
-        if params or grid is not None or tuner is not None or ordinal:
-            raise FeatxError("params, grid, tuner and ordinal do not apply to head='ensemble' (pick one head)")
+        if params or grid is not None or tuner is not None:
+            raise FeatxError("params, grid and tuner do not apply to head='ensemble' (pick one head)")
         return fit_ensemble(cache, features, heads=heads or ENSEMBLE_HEADS, choices=choices, rounds=rounds,
-                            select_on=select_on, search=search, n_iter=n_iter, cv=cv, protocol=protocol,
+                            select_on=select_on, decision=decision, ordinal=ordinal, search=search, n_iter=n_iter, cv=cv, protocol=protocol,
                             refit_on=refit_on, pca=pca, select_k=select_k, variance_threshold=variance_threshold,
                             fusion_weights=fusion_weights, class_weight=class_weight, scoring=scoring, seed=seed,
                             n_jobs=n_jobs, n_boot=n_boot, drop_nonfinite=drop_nonfinite, final=final, plan=plan,
