@@ -94,8 +94,8 @@ def test_target_class_and_bad_target(fused, tmp_path):
 
     root, models = fused
     name = models["logreg"].class_names[0]
-    res = explain(models["logreg"], [str(root / "imgs")], tmp_path, limit=2, target=name, method="gradcam",
-                  faithfulness=False)
+    res = explain(models["logreg"], [str(root / "imgs")], tmp_path, limit=2, target=name,
+                  method="gradcam", faithfulness=False)
     assert {r["target"] for r in res.rows} == {name} and res.method == "gradcam"
     for row in res.rows:                     # Grad-CAM of two taps, each mapped back through the crop
         m = np.load(tmp_path / row["map"])
@@ -189,13 +189,16 @@ def test_deletion_summary_normalises_each_curve_and_skips_images_that_do_not_dro
                        [0.6, 0.6, 0.8],     # blank image scores higher: skipped
                        [0.5, 0.2, 0.3]])    # drops 0.2: normalised 1, -0.5 (clipped to 0), 0
     rand = np.array([[0.9, 0.9, 0.1], [0.6, 0.7, 0.8], [0.5, 0.5, 0.3]])
-    f = FA.summary(curves, rand, np.array([0.1, 0.2, 0.3]), np.array(["a", "b", "b"]), fractions=(0, 0.5, 1))
+    f = FA.summary(curves, rand, np.array([0.1, 0.2, 0.3]), np.array(["a", "b", "b"]), fractions=(0, 0.5, 1),
+                   flat_random_maps=np.array([False, True, True]))
+    assert f["n_flat_randomised_maps"] == 2
     assert (f["n_scored"], f["n_skipped"], f["per_image"]["scored"]) == (2, 1, [True, False, True])
     assert f["per_image"]["deletion_auc"] == pytest.approx([0.5, 0.25])     # (1 + 2*0.5 + 0)/4, (1 + 0 + 0)/4
     assert f["per_image"]["random_deletion_auc"] == pytest.approx([0.75, 0.75])
     assert f["deletion_vs_random"] == pytest.approx(1 - 0.375 / 0.75)
     assert f["by_target"]["b"] == {"n_scored": 1, "n_images": 2, "deletion_auc": pytest.approx(0.25),
-                                   "random_deletion_auc": pytest.approx(0.75), "deletion_vs_random": pytest.approx(2 / 3)}
+                                   "random_deletion_auc": pytest.approx(0.75),
+                                   "deletion_vs_random": pytest.approx(2 / 3)}
     # unequal fractions: trapezoids over the deleted fraction, (0.1 * (1 + 0.5) + 0.9 * 0.5) / 2
     assert FA.curve_auc(np.array([[1.0, 0.5, 0.0]]), (0, 0.1, 1)) == pytest.approx([0.3])
     # deletion images: the top fraction of pixels by the map, in map order, become the baseline

@@ -22,9 +22,10 @@ counted; rank correlation with maps of a randomised network).
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("sources", nargs=-1, required=True)
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False), help="Folder to write maps, overlays and index.html to.")
-@click.option("--method", type=click.Choice(["auto", "input-x-gradient", "gradcam", "ig", "occlusion"]), default="auto",
-              show_default=True, help="auto: input x gradient (offset from the image's mean intensity) when the head has "
-              "an exact torch mirror (logreg, svm, elm), occlusion otherwise.")
+@click.option("--method", type=click.Choice(["auto", "input-x-gradient", "gradcam", "ig", "occlusion"]),
+              default="auto", show_default=True,
+              help="auto: input x gradient (offset from the image's mean intensity) when the head has an exact "
+              "torch mirror (logreg, svm, elm), occlusion otherwise.")
 @click.option("--target", default="predicted", show_default=True, help="Class to explain: 'predicted' or a class name.")
 @click.option("--limit", type=WholeNumber(1, "images"), default=None, help="Explain at most this many images.")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default=None, help="Only the samples the sources mark with this split.")

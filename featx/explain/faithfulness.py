@@ -112,10 +112,14 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def summary(curves: np.ndarray, random_curves: np.ndarray, rank_corr: np.ndarray,
-            targets: np.ndarray | None = None, fractions=DELETION_FRACTIONS) -> dict:
+            targets: np.ndarray | None = None, fractions=DELETION_FRACTIONS,
+            flat_random_maps: np.ndarray | None = None) -> dict:
     """The faithfulness.json block from the raw deletion curves (target probability at each of
     ``fractions``) of the maps and of random maps: normalised AUC means over the kept images, the
-    same per target class (``targets``: each image's target class name), then per-image values."""
+    same per target class (``targets``: each image's target class name), then per-image values.
+    ``flat_random_maps``: per image, whether the randomised network's map was constant (its rank
+    correlation is 0 by definition; e.g. an RBF SVM gives features far from every support vector
+    its intercept, so its gradient is exactly 0), counted so a vacuous pass is visible."""
     kept, norm, rnorm = normalised_curves(curves, random_curves)
     deletion_auc, random_auc = curve_auc(norm, fractions), curve_auc(rnorm, fractions)
 
@@ -142,6 +146,7 @@ def summary(curves: np.ndarray, random_curves: np.ndarray, rank_corr: np.ndarray
         "n_scored": int(kept.sum()),
         "n_skipped": int((~kept).sum()),
         "skipped_because": f"the target probability falls by less than {MIN_DROP} when the whole image is deleted",
+        "n_flat_randomised_maps": None if flat_random_maps is None else int(np.sum(flat_random_maps)),
         "by_target": by_target,
         "deletion_fractions": [float(f) for f in fractions],
         "deletion_baseline": DELETION_BASELINE,

@@ -197,6 +197,7 @@ def explain(bundle_or_path, sources: Sequence[str | os.PathLike] | str, out_dir:
     maps: list[np.ndarray | None] = [None] * n
     npoints = len(FA.DELETION_FRACTIONS)
     curves, rcurves, corr = np.zeros((n, npoints)), np.zeros((n, npoints)), np.zeros(n)
+    flat = np.zeros(n, bool)
     def prob(batch):
         return FA.as_probabilities(real.scorer(batch), real.scorer.proba)
 
@@ -215,6 +216,7 @@ def explain(bundle_or_path, sources: Sequence[str | os.PathLike] | str, out_dir:
             rcurves[idx] = FA.deletion_curves(prob, x, FA.random_maps(m.shape, seed=idx[0]), tgt, base)
             rm = rand.maps(x, tgt)
             corr[idx] = [FA.rank_correlation(m[j], rm[j]) for j in range(len(idx))]
+            flat[idx] = [np.ptp(rm[j]) == 0 for j in range(len(idx))]
 
     names = bundle.class_names
     kind = "prob" if real.scorer.proba else "score"
@@ -236,7 +238,8 @@ def explain(bundle_or_path, sources: Sequence[str | os.PathLike] | str, out_dir:
     (out / "per_set.json").write_text(json.dumps(result.per_set, indent=2), encoding="utf-8")
     if rand is not None:
         target_names = np.array([bundle.class_names[bundle.classes[t]] for t in targets])
-        result.faithfulness = dict(FA.summary(curves, rcurves, corr, target_names), method=method)
+        block = FA.summary(curves, rcurves, corr, target_names, flat_random_maps=flat)
+        result.faithfulness = dict(block, method=method)
         (out / "faithfulness.json").write_text(json.dumps(result.faithfulness, indent=2), encoding="utf-8")
     header = [f"model: {bundle.head} on {' + '.join(bundle.feature_sets)}; method: {method}"] + result.notes
     if result.faithfulness:
@@ -248,7 +251,7 @@ def explain(bundle_or_path, sources: Sequence[str | os.PathLike] | str, out_dir:
                           f"(lower is more faithful; {f['n_scored']} images scored, {f['n_skipped']} skipped: "
                           f"{f['skipped_because']})")
         header.append(f"rank correlation with maps of a randomised network {f['sanity_rank_corr']:.2f} "
-                      "(lower is better)")
+                      f"(lower is better; {f['n_flat_randomised_maps']} of its maps are flat)")
     if len(bundle.feature_sets) > 1:
         header.append("share of the decision per feature set: " + ", ".join(
             f"{k} {v['share']:.0%}" for k, v in result.per_set["sets"].items() if v["share"] is not None))
