@@ -76,13 +76,10 @@ def to_input_frame(cam: torch.Tensor, cfg, h: int, w: int) -> torch.Tensor:
     where the crop cut the image off: those pixels never reach the network), then area-averaged
     down to h x w. Stretching the map over the whole image instead shifts it outwards (by
     1.75 px at the border of a 28 px image with a 224-of-256 crop)."""
+    from featx.backbones.preprocess import resize_crop_box
+
     ch, cw = cfg.crop_size
-    if cfg.crop_mode == "squash":
-        new_h = new_w = cfg.resize_size
-    else:
-        scale = cfg.resize_size / min(h, w)
-        new_h, new_w = max(ch, round(h * scale)), max(cw, round(w * scale))
-    top, left = max(0, (new_h - ch) // 2), max(0, (new_w - cw) // 2)
+    new_h, new_w, top, left = resize_crop_box(cfg, h, w)
     up = F.interpolate(cam.float(), size=(ch, cw), mode="bilinear", align_corners=False)
     frame = up.new_zeros(cam.shape[0], 1, new_h, new_w)
     frame[..., top:top + ch, left:left + cw] = up[..., :new_h - top, :new_w - left]
