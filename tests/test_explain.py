@@ -224,3 +224,13 @@ def test_gradcam_map_is_placed_where_the_crop_came_from():
     want = torch.zeros(16, 16)
     want[4:8, 4:12] = 1.0                               # top half of the cropped region
     assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_result_line_says_when_the_randomised_maps_were_flat(tmp_path):
+    from featx.explain.run import ExplainResult
+
+    f = {"deletion_auc": 0.02, "random_deletion_auc": 0.09, "n_scored": 3, "n_skipped": 1, "sanity_rank_corr": 0.0}
+    none_flat = ExplainResult(tmp_path, "input-x-gradient", faithfulness=dict(f, n_flat_randomised_maps=0))
+    assert "flat" not in none_flat.line()
+    line = ExplainResult(tmp_path, "input-x-gradient", faithfulness=dict(f, n_flat_randomised_maps=4)).line()
+    assert "4 randomised maps flat" in line and "rank corr 0.00" in line

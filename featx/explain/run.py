@@ -54,6 +54,8 @@ class ExplainResult:
             extra = (f"; deletion AUC {f['deletion_auc']:.3f} vs random {f['random_deletion_auc']:.3f} "
                      f"({f['n_scored']} images scored, {f['n_skipped']} skipped), "
                      f"randomised-model rank corr {f['sanity_rank_corr']:.2f}")
+            if f.get("n_flat_randomised_maps"):
+                extra += f" ({f['n_flat_randomised_maps']} randomised maps flat: correlation 0 by definition)"
         return (f"{len(self.rows)} images explained ({self.method}), {len(self.failures)} failed in "
                 f"{self.seconds:.1f} s{extra} -> {self.html}")
 
