@@ -61,22 +61,28 @@ def preprocess(image: np.ndarray, cfg: PreprocessConfig) -> torch.Tensor:
     return preprocess_batch(t.unsqueeze(0), cfg)[0].contiguous()
 
 
-def preprocess_batch(x: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
-    """A (B, C, H, W) batch in [0, 1] (C = 1 or 3) -> the normalized (B, 3, h, w) model input:
-    resize (shorter side, or squash), clamp, centre crop, gray replicated to 3 channels, mean/std.
-    Differentiable (featx explain back-propagates through it); keeps x's dtype and device."""
-    h, w = x.shape[-2:]
+def resize_crop_box(cfg: PreprocessConfig, h: int, w: int) -> tuple[int, int, int, int]:
+    """(resized height, resized width, crop top, crop left) of an h x w image under ``cfg``."""
     ch, cw = cfg.crop_size
     if cfg.crop_mode == "squash":
         new_h = new_w = cfg.resize_size
     else:
         scale = cfg.resize_size / min(h, w)
         new_h, new_w = max(ch, round(h * scale)), max(cw, round(w * scale))
+    return new_h, new_w, max(0, (new_h - ch) // 2), max(0, (new_w - cw) // 2)
+
+
+def preprocess_batch(x: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
+    """A (B, C, H, W) batch in [0, 1] (C = 1 or 3) -> the normalized (B, 3, h, w) model input:
+    resize (shorter side, or squash), clamp, centre crop, gray replicated to 3 channels, mean/std.
+    Differentiable (featx explain back-propagates through it); keeps x's dtype and device."""
+    h, w = x.shape[-2:]
+    ch, cw = cfg.crop_size
+    new_h, new_w, top, left = resize_crop_box(cfg, h, w)
     if (new_h, new_w) != (h, w):
         mode = _INTERP.get(cfg.interpolation, "bilinear")
         kw = {"antialias": True, "align_corners": False} if mode in ("bilinear", "bicubic") else {}
         x = F.interpolate(x, size=(new_h, new_w), mode=mode, **kw).clamp(0.0, 1.0)
-    top, left = max(0, (new_h - ch) // 2), max(0, (new_w - cw) // 2)
     x = x[..., top:top + ch, left:left + cw]
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)

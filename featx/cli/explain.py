@@ -7,14 +7,14 @@ from featx.cli.common import WholeNumber
 
 EXPLAIN_EPILOG = """\b
 Examples:
-  featx explain svm.joblib new_images/ -o explain/            (Grad-CAM, or occlusion for trees/knn)
-  featx explain svm.joblib scans/ -o explain/ --method ig --target malignant --limit 20
+  featx explain svm.joblib new_images/ -o explain/            (input x gradient, or occlusion for trees/knn)
+  featx explain svm.joblib scans/ -o explain/ --method gradcam --target malignant --limit 20
 Writes maps/<id>.npy (float32, input resolution), overlays/<id>.png, index.html (self-contained),
 per_set.json (how much of the decision each feature set carries) and faithfulness.json
 (deletion AUC vs random maps: salient pixels replaced first by the image's mean intensity, the
-target probability normalised per image between the original and the fully deleted image; images
-whose score does not fall when fully deleted are skipped and counted; rank correlation with maps
-of a randomised network).
+target probability normalised per image between the original and the fully deleted image, sampled
+densely over the first eighth; images whose score does not fall when fully deleted are skipped and
+counted; rank correlation with maps of a randomised network).
 """
 
 
@@ -22,8 +22,10 @@ of a randomised network).
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("sources", nargs=-1, required=True)
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False), help="Folder to write maps, overlays and index.html to.")
-@click.option("--method", type=click.Choice(["auto", "gradcam", "ig", "occlusion"]), default="auto", show_default=True,
-              help="auto: Grad-CAM when the head has an exact torch mirror (logreg, svm, elm), occlusion otherwise.")
+@click.option("--method", type=click.Choice(["auto", "input-x-gradient", "gradcam", "ig", "occlusion"]),
+              default="auto", show_default=True,
+              help="auto: input x gradient (offset from the image's mean intensity) when the head has an exact "
+              "torch mirror (logreg, svm, elm), occlusion otherwise.")
 @click.option("--target", default="predicted", show_default=True, help="Class to explain: 'predicted' or a class name.")
 @click.option("--limit", type=WholeNumber(1, "images"), default=None, help="Explain at most this many images.")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default=None, help="Only the samples the sources mark with this split.")

@@ -15,8 +15,9 @@ from scipy.ndimage import gaussian_filter
 
 from featx.errors import FeatxError
 
-GRADIENT_METHODS = ("gradcam", "ig")
-METHODS = ("auto", "gradcam", "ig", "occlusion")
+GRADIENT_METHODS = ("input-x-gradient", "gradcam", "ig")
+METHODS = ("auto", *GRADIENT_METHODS, "occlusion")
+AUTO_GRADIENT_METHOD = "input-x-gradient"   # measured: README "featx explain", faithfulness table
 IG_STEPS = 16
 
 
@@ -69,10 +70,27 @@ def _normalise(maps: torch.Tensor) -> torch.Tensor:
     return maps / peak
 
 
+def to_input_frame(cam: torch.Tensor, cfg, h: int, w: int) -> torch.Tensor:
+    """(B, 1, gh, gw) map over the network's input (the centre crop of the resized image) ->
+    (B, h, w) over the original image: upsampled to the crop, placed in the resized frame (zero
+    where the crop cut the image off: those pixels never reach the network), then area-averaged
+    down to h x w. Stretching the map over the whole image instead shifts it outwards (by
+    1.75 px at the border of a 28 px image with a 224-of-256 crop)."""
+    from featx.backbones.preprocess import resize_crop_box
+
+    ch, cw = cfg.crop_size
+    new_h, new_w, top, left = resize_crop_box(cfg, h, w)
+    up = F.interpolate(cam.float(), size=(ch, cw), mode="bilinear", align_corners=False)
+    frame = up.new_zeros(cam.shape[0], 1, new_h, new_w)
+    frame[..., top:top + ch, left:left + cw] = up[..., :new_h - top, :new_w - left]
+    return F.interpolate(frame, size=(h, w), mode="area")[:, 0]
+
+
 def gradcam(model, x: torch.Tensor, targets: list[int], hand: torch.Tensor | None = None,
-            layers: list[torch.nn.Module] | None = None) -> torch.Tensor:
-    """Grad-CAM (captum LayerGradCam, ReLU'd) on every tapped stage of every backbone, upsampled
-    to the input and averaged (each normalised to peak 1) when there are several."""
+            layers: list[tuple] | None = None) -> torch.Tensor:
+    """Grad-CAM (captum LayerGradCam, ReLU'd) on every tapped stage of every backbone, mapped back
+    to the input through the backbone's resize and crop (:func:`to_input_frame`) and averaged
+    (each normalised to peak 1) when there are several."""
     from captum.attr import LayerGradCam
 
     if layers is None:
@@ -80,23 +98,25 @@ def gradcam(model, x: torch.Tensor, targets: list[int], hand: torch.Tensor | Non
     h, w = x.shape[-2:]
     total = torch.zeros(x.shape[0], h, w)
     args = (hand,) if hand is not None else None
-    for layer in layers:
+    for layer, cfg in layers:
         cam = LayerGradCam(model, layer).attribute(x, target=list(targets), additional_forward_args=args,
                                                    relu_attributions=True)
-        cam = F.interpolate(cam.detach().float(), size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+        cam = to_input_frame(cam.detach(), cfg, h, w)
         total += _normalise(cam) if len(layers) > 1 else cam
     return total / len(layers)
 
 
-def gradcam_layers(model, x: torch.Tensor) -> list[torch.nn.Module]:
-    """The Grad-CAM layer of each (backbone, tap) of a DifferentiableModel."""
+def gradcam_layers(model, x: torch.Tensor) -> list[tuple]:
+    """(Grad-CAM layer, the backbone's preprocessing config) of each (backbone, tap) of a
+    DifferentiableModel."""
     from featx.explain.model import preprocess_batch
 
     layers = []
     for use in model.uses:
-        probe = preprocess_batch(x[:1].detach(), use.backbone.preprocess)
+        cfg = use.backbone.preprocess
+        probe = preprocess_batch(x[:1].detach(), cfg)
         taps = list(dict.fromkeys(t for ts in use.sets.values() for t in ts))
-        layers.extend(map_layer(use.backbone.model, t, probe) for t in taps)
+        layers.extend((map_layer(use.backbone.model, t, probe), cfg) for t in taps)
     return layers
 
 
@@ -109,6 +129,26 @@ def integrated_gradients(model, x: torch.Tensor, targets: list[int], hand: torch
     attr = IntegratedGradients(model).attribute(x, baselines=blurred(x), target=list(targets),
                                                 additional_forward_args=args, n_steps=n_steps,
                                                 internal_batch_size=max(8, x.shape[0] * 4))
+    return attr.detach().float().sum(1)
+
+
+def input_x_gradient(model, x: torch.Tensor, targets: list[int], hand: torch.Tensor | None = None) -> torch.Tensor:
+    """Gradient x (input - deletion baseline), summed over colour channels (captum InputXGradient
+    on the image's offset from its mean intensity): the first-order change of the target score
+    when a pixel is replaced by the baseline the deletion metric and occlusion use, at pixel
+    resolution, for one forward and backward pass."""
+    from captum.attr import InputXGradient
+
+    from featx.explain.faithfulness import deletion_baseline
+
+    base = deletion_baseline(x.detach())
+    args = (hand,) if hand is not None else None
+
+    def shifted(offset, *rest):
+        return model(offset + base, *rest)
+
+    offset = (x.detach() - base).requires_grad_(True)
+    attr = InputXGradient(shifted).attribute(offset, target=list(targets), additional_forward_args=args)
     return attr.detach().float().sum(1)
 
 

@@ -54,6 +54,8 @@ class ExplainResult:
             extra = (f"; deletion AUC {f['deletion_auc']:.3f} vs random {f['random_deletion_auc']:.3f} "
                      f"({f['n_scored']} images scored, {f['n_skipped']} skipped), "
                      f"randomised-model rank corr {f['sanity_rank_corr']:.2f}")
+            if f.get("n_flat_randomised_maps"):
+                extra += f" ({f['n_flat_randomised_maps']} randomised maps flat: correlation 0 by definition)"
         return (f"{len(self.rows)} images explained ({self.method}), {len(self.failures)} failed in "
                 f"{self.seconds:.1f} s{extra} -> {self.html}")
 
@@ -121,6 +123,8 @@ class _Explainer:
         xg = x.clone().requires_grad_(True)
         if self.method == "ig":
             return M.integrated_gradients(self.model, xg, targets, hand).numpy()
+        if self.method == "input-x-gradient":
+            return M.input_x_gradient(self.model, x, targets, hand).numpy()
         if self.layers is None:
             self.layers = M.gradcam_layers(self.model, x)
         return M.gradcam(self.model, xg, targets, hand, self.layers).numpy()
@@ -133,10 +137,11 @@ def explain(bundle_or_path, sources: Sequence[str | os.PathLike] | str, out_dir:
 
     Writes ``out_dir/maps/<id>.npy`` (float32 saliency at input resolution), ``overlays/<id>.png``,
     ``index.html`` (self-contained gallery), ``per_set.json`` and, with ``faithfulness``,
-    ``faithfulness.json``. ``method``: auto (Grad-CAM when the head has an exact torch mirror,
-    else occlusion), gradcam, ig, occlusion; a head without a mirror falls back to occlusion with a
-    note. ``target``: "predicted" or a class name. ``split``: only the samples the sources mark
-    with this split (train, val, test), e.g. BreastMNIST's test images. Runs in fp32 on the CPU.
+    ``faithfulness.json``. ``method``: auto (input x gradient when the head has an exact torch
+    mirror, else occlusion), input-x-gradient, gradcam, ig, occlusion; a head without a mirror
+    falls back to occlusion with a note. ``target``: "predicted" or a class name. ``split``: only
+    the samples the sources mark with this split (train, val, test), e.g. BreastMNIST's test
+    images. Runs in fp32 on the CPU.
     """
     from featx.sources import scan_sources
 
@@ -168,7 +173,7 @@ def explain(bundle_or_path, sources: Sequence[str | os.PathLike] | str, out_dir:
             head = TorchHead.from_pipeline(bundle.pipeline)
             if not uses:
                 raise NotMirrorable("the model has no CNN feature set to take gradients through")
-            method = "gradcam" if method == "auto" else method
+            method = M.AUTO_GRADIENT_METHOD if method == "auto" else method
         except NotMirrorable as e:
             result.notes.append(f"{bundle.head} head: no exact gradient path ({e.reason}); explaining by occlusion")
             method = "occlusion"
@@ -192,8 +197,9 @@ def explain(bundle_or_path, sources: Sequence[str | os.PathLike] | str, out_dir:
     X = np.zeros((n, sum(int(bundle.set_dims[s]) for s in bundle.feature_sets)))
     targets = np.zeros(n, np.int64)
     maps: list[np.ndarray | None] = [None] * n
-    steps = FA.DELETION_STEPS
-    curves, rcurves, corr = np.zeros((n, steps + 1)), np.zeros((n, steps + 1)), np.zeros(n)
+    npoints = len(FA.DELETION_FRACTIONS)
+    curves, rcurves, corr = np.zeros((n, npoints)), np.zeros((n, npoints)), np.zeros(n)
+    flat = np.zeros(n, bool)
     def prob(batch):
         return FA.as_probabilities(real.scorer(batch), real.scorer.proba)
 
@@ -208,10 +214,11 @@ def explain(bundle_or_path, sources: Sequence[str | os.PathLike] | str, out_dir:
             maps[i] = m[j].astype(np.float32)
         if rand is not None:
             base = FA.deletion_baseline(x)
-            curves[idx] = FA.deletion_curves(prob, x, m, tgt, base, steps)
-            rcurves[idx] = FA.deletion_curves(prob, x, FA.random_maps(m.shape, seed=idx[0]), tgt, base, steps)
+            curves[idx] = FA.deletion_curves(prob, x, m, tgt, base)
+            rcurves[idx] = FA.deletion_curves(prob, x, FA.random_maps(m.shape, seed=idx[0]), tgt, base)
             rm = rand.maps(x, tgt)
             corr[idx] = [FA.rank_correlation(m[j], rm[j]) for j in range(len(idx))]
+            flat[idx] = [np.ptp(rm[j]) == 0 for j in range(len(idx))]
 
     names = bundle.class_names
     kind = "prob" if real.scorer.proba else "score"
@@ -232,7 +239,9 @@ def explain(bundle_or_path, sources: Sequence[str | os.PathLike] | str, out_dir:
     result.per_set = drop_set_attribution(bundle.pipeline, X, set_slices(bundle), targets)
     (out / "per_set.json").write_text(json.dumps(result.per_set, indent=2), encoding="utf-8")
     if rand is not None:
-        result.faithfulness = dict(FA.summary(curves, rcurves, corr, steps), method=method)
+        target_names = np.array([bundle.class_names[bundle.classes[t]] for t in targets])
+        block = FA.summary(curves, rcurves, corr, target_names, flat_random_maps=flat)
+        result.faithfulness = dict(block, method=method)
         (out / "faithfulness.json").write_text(json.dumps(result.faithfulness, indent=2), encoding="utf-8")
     header = [f"model: {bundle.head} on {' + '.join(bundle.feature_sets)}; method: {method}"] + result.notes
     if result.faithfulness:
@@ -244,7 +253,7 @@ def explain(bundle_or_path, sources: Sequence[str | os.PathLike] | str, out_dir:
                           f"(lower is more faithful; {f['n_scored']} images scored, {f['n_skipped']} skipped: "
                           f"{f['skipped_because']})")
         header.append(f"rank correlation with maps of a randomised network {f['sanity_rank_corr']:.2f} "
-                      "(lower is better)")
+                      f"(lower is better; {f['n_flat_randomised_maps']} of its maps are flat)")
     if len(bundle.feature_sets) > 1:
         header.append("share of the decision per feature set: " + ", ".join(
             f"{k} {v['share']:.0%}" for k, v in result.per_set["sets"].items() if v["share"] is not None))
