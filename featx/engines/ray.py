@@ -188,8 +188,8 @@ def _journal_task(batch: dict, spec: RecordSpec) -> dict:
 class _Embedder:
     """Ray actor: the frozen backbones of one run, prepared once, applied to decoded batches.
 
-    Output columns: those of _decode_batch but the model inputs, f<g>_<t> (tap t of backbone g
-    as float32 bytes, b"" where absent) and pid."""
+    Each call writes the batch's journal record itself (_write_records) and returns only its
+    summary columns: k, error, fatal and pid; no feature row goes back to the driver."""
 
     def __init__(self, cfg: ExtractConfig, expect: list[dict], device: str, precision: str, threads: int,
                  spec: RecordSpec, compiled: tuple[bool, ...] = ()):

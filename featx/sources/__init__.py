@@ -17,8 +17,8 @@ from typing import Iterable
 from featx.errors import DecodeError, SourceError
 from featx.safeio import file_type_name, not_regular_reason
 from featx.sources import dicom
-from featx.sources.base import (Failure, ReadOptions, Sample, ScanMemo, ScanResult, content_id, memo_samples,
-                               path_problem, sha256_file, stat_key)  # noqa: F401  (featx.sources.sha256_file stays)
+from featx.sources.base import (Failure, ReadOptions, Sample, ScanMemo, ScanResult, content_id, file_samples,
+                               memo_samples, path_problem, sha256_file, stat_key)  # noqa: F401  (featx.sources.sha256_file stays)
 from featx.sources.folder import plan_folder
 from featx.sources.images import looks_like_image
 from featx.sources.manifest import scan_manifest
@@ -63,20 +63,13 @@ def scan_file(path: Path, label: str | None = None, group: str = "", split: str 
             ds = dicom.read_header(str(path))
             resolved = str(path.resolve())
             digest, key = content_id(path, memo, resolved)
-            header_group = str(getattr(ds, "PatientID", "") or "")
-            frames = dicom.n_frames(ds)
-            for k in range(frames):
-                res.samples.append(Sample(
-                    id=digest if frames == 1 else f"{digest}#{k}",
-                    path=str(path) if frames == 1 else f"{path}::{k}", reader="dicom",
-                    file=resolved, index=None if frames == 1 else str(k),
-                    label=label, group=group or header_group, split=split, file_stat=key, file_frames=frames,
-                    header_group=header_group))
+            res.samples.extend(file_samples(str(path), resolved, key, digest, "dicom", label, group, split,
+                                            frames=dicom.n_frames(ds),
+                                            header_group=str(getattr(ds, "PatientID", "") or "")))
         elif looks_like_image(head):
             resolved = str(path.resolve())
             digest, key = content_id(path, memo, resolved)
-            res.samples.append(Sample(id=digest, path=str(path), reader="image", file=resolved,
-                                      label=label, group=group, split=split, file_stat=key))
+            res.samples.extend(file_samples(str(path), resolved, key, digest, "image", label, group, split))
         elif head.startswith(ZIP_MAGIC) and path.suffix.lower() == ".npz":
             sub = scan_npz_memo(path, memo)
             res.samples.extend(sub.samples)

@@ -117,14 +117,12 @@ MemoEntry = tuple
 MEMO_READERS = ("image", "dicom")   # kinds whose samples a memo hit rebuilds without opening the file
 
 
-def memo_samples(path: str, resolved: str, key: tuple[int, int, int, int], memo: ScanMemo, label: str | None,
-                 group: str, split: str) -> list[Sample] | None:
-    """The samples of an unchanged file rebuilt from its memo entry (no read, no hash), or None
-    when the memo does not know the file at this (size, mtime_ns, ctime_ns, inode) or its kind."""
-    hit = memo.get(resolved)
-    if hit is None or len(hit) < 8 or hit[5] not in MEMO_READERS or tuple(hit[:4]) != key:
-        return None
-    digest, reader, frames, header_group = str(hit[4]), hit[5], int(hit[6]), hit[7]
+def file_samples(path: str, resolved: str, key: tuple[int, int, int, int] | None, digest: str, reader: str,
+                 label: str | None, group: str, split: str, frames: int = 1, header_group: str = "") -> list[Sample]:
+    """The samples of one image or DICOM file with content id ``digest``: one, or one per frame of
+    a multi-frame DICOM (``<digest>#<k>``, ``<path>::<k>``); a DICOM's ``header_group`` (its
+    PatientID) is the group unless ``group`` is given. The scan (featx.sources.scan_file) and a
+    memo hit (memo_samples) both build them here, so a memo hit equals a fresh scan."""
     if reader == "image":
         return [Sample(id=digest, path=path, reader="image", file=resolved, label=label, group=group, split=split,
                        file_stat=key)]
@@ -135,6 +133,17 @@ def memo_samples(path: str, resolved: str, key: tuple[int, int, int, int], memo:
     return [Sample(id=f"{digest}#{k}", path=f"{path}::{k}", reader="dicom", file=resolved, index=str(k), label=label,
                    group=group, split=split, file_stat=key, file_frames=frames, header_group=header_group)
             for k in range(frames)]
+
+
+def memo_samples(path: str, resolved: str, key: tuple[int, int, int, int], memo: ScanMemo, label: str | None,
+                 group: str, split: str) -> list[Sample] | None:
+    """The samples of an unchanged file rebuilt from its memo entry (no read, no hash), or None
+    when the memo does not know the file at this (size, mtime_ns, ctime_ns, inode) or its kind."""
+    hit = memo.get(resolved)
+    if hit is None or len(hit) < 8 or hit[5] not in MEMO_READERS or tuple(hit[:4]) != key:
+        return None
+    return file_samples(path, resolved, key, str(hit[4]), hit[5], label, group, split, frames=int(hit[6]),
+                        header_group=hit[7])
 
 
 def content_id(path: str | Path, memo: ScanMemo | None = None, key: str | None = None

@@ -10,7 +10,7 @@ import stat
 from pathlib import Path
 from typing import NamedTuple
 
-from featx.sources.base import SPLIT_ALIASES, Failure, normalize_split
+from featx.sources.base import SPLIT_ALIASES, Failure, normalize_split, stat_key
 
 
 class PlannedFile(NamedTuple):
@@ -49,7 +49,7 @@ def _walk(path: str, resolved: str, label: str | None, split: str, top: bool, ou
             if not e.is_symlink():
                 st = e.stat(follow_symlinks=False)
                 if stat.S_ISREG(st.st_mode):
-                    key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+                    key = stat_key(st)
         except OSError:
             pass
         out.append(PlannedFile(here + e.name, label, split, real + e.name if key else None, key))
