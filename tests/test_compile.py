@@ -1,5 +1,5 @@
-"""The compiled execution path (inductor, freezing): features match eager ones, the compiled
-graph lands in featx's cache dir, configs record ``compiled`` only when compiled, and a failed
+"""The compiled execution path (AOTInductor package, freezing): features match eager ones, the
+package lands in featx's cache dir and a second model loads it instead of compiling, configs record ``compiled`` only when compiled, and a failed
 compilation falls back to eager with one warning."""
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from featx import load_features
-from featx.backbones.inference import CompiledModel, compile_model, prepare_model, run_model, should_compile
+from featx.backbones.inference import (CompiledModel, compile_model, graph_is_cached, graph_package, prepare_model,
+                                       run_model, should_compile)
 from featx.cache import list_sets
 from featx.errors import FeatxError
 from featx.extraction import extract
@@ -35,7 +36,7 @@ def test_auto_compiles_only_long_runs():
 
 
 @pytest.mark.slow
-def test_compiled_features_match_eager_and_use_the_cache_dir(inductor_dir):
+def test_compiled_features_match_eager_and_use_the_cache_dir(inductor_dir, monkeypatch):
     rt = make_runtime("cpu", "fp32")
     eager = prepare_model(TINY, rt, weights="none")
     torch.manual_seed(0)
@@ -46,16 +47,34 @@ def test_compiled_features_match_eager_and_use_the_cache_dir(inductor_dir):
     assert comp.compiled and got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     assert any(inductor_dir.rglob("*")), "nothing written under the featx inductor cache dir"
+    assert not comp.model.loaded_from_disk and graph_package(eager, 8).is_file()
+
+    # a second model (another run or process) loads the package: nothing is exported again
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again although the package is on disk")
+    with monkeypatch.context() as m:
+        m.setattr(torch.export, "export", no_export)
+        again = compile_model(prepare_model(TINY, rt, weights="none"), batch_size=8)
+        assert again.compiled and graph_is_cached(again, 8)
+        np.testing.assert_array_equal(run_model(again.model, x, rt)["head"], got)
+        assert again.model.loaded_from_disk and again.compiled
+
+    # a damaged package is compiled again, not trusted
+    graph_package(eager, 8).write_bytes(b"not a zip")
+    fresh = compile_model(prepare_model(TINY, rt, weights="none"), batch_size=8)
+    np.testing.assert_allclose(run_model(fresh.model, x, rt)["head"], want, rtol=1e-4, atol=1e-5)
+    assert fresh.compiled and not fresh.model.loaded_from_disk
+    assert graph_package(eager, 8).stat().st_size > 1000
 
 
-def test_failed_compilation_warns_once_and_runs_eager(caplog):
+def test_failed_compilation_warns_once_and_runs_eager(caplog, monkeypatch):
     rt = make_runtime("cpu", "fp32")
     prepared = prepare_model(TINY, rt, weights="none")
     model = CompiledModel(prepared.model, batch_size=4)
 
-    def broken(x):
+    def broken(*args, **kwargs):
         raise RuntimeError("no C compiler found\nsecond line")
-    model.compiled = broken
+    monkeypatch.setattr(torch.export, "export", broken)
     x = torch.randn(3, 3, 32, 32)
     with caplog.at_level(logging.WARNING, logger="featx"):
         a = run_model(model, x, rt)["head"]
@@ -78,7 +97,7 @@ def test_compiled_run_records_it_and_an_eager_run_extends_the_same_set(image_fol
     extract([image_folder], off, compile="off", **kw)
     s = extract([image_folder], cache, compile="on", **kw)
     (name,) = s.sets
-    assert list_sets(cache)[name]["compiled"] == {"backend": "inductor", "freezing": True}
+    assert list_sets(cache)[name]["compiled"] == {"backend": "aot_inductor", "freezing": True}
     assert "compiled" not in list_sets(off)[name]
     a, b = load_features(off, name), load_features(cache, name)
     assert (a.ids == b.ids).all()
@@ -101,19 +120,19 @@ def test_auto_compiles_shorter_runs_whose_graph_is_cached():
 @pytest.mark.slow
 def test_a_compiled_graph_is_remembered_and_auto_then_compiles(image_folder, tmp_path, inductor_dir, monkeypatch):
     import featx.backbones.inference as inference
-    from featx.backbones.inference import graph_is_cached, graph_marker
+    from featx.backbones.inference import graph_is_cached, graph_package
     rt = make_runtime("cpu", "fp32")
     prepared = prepare_model(TINY, rt, weights="none")
     assert not graph_is_cached(prepared, 4)
-    assert graph_marker(prepared, 4) != graph_marker(prepared, 8)
-    assert graph_marker(prepared, 4) != graph_marker(prepare_model(TINY, rt, weights="none", pooling="max"), 4)
+    assert graph_package(prepared, 4) != graph_package(prepared, 8)
+    assert graph_package(prepared, 4) != graph_package(prepare_model(TINY, rt, weights="none", pooling="max"), 4)
     kw = dict(backbones=[TINY], weights="none", precision="fp32", batch_size=4, workers=0, progress=False)
     monkeypatch.setattr(inference, "AUTO_COMPILE_CACHED_MIN_IMAGES", 1)   # 12 images count as enough
     s = extract([image_folder], tmp_path / "a.h5", compile="auto", **kw)
     assert "compiled" not in list_sets(tmp_path / "a.h5")[s.sets[0]]     # nothing cached yet: eager
     extract([image_folder], tmp_path / "on.h5", compile="on", **kw)       # compiles, remembers the graph
-    assert graph_is_cached(prepared, 4) and graph_marker(prepared, 4).parent.parent == inductor_dir
+    assert graph_is_cached(prepared, 4) and graph_package(prepared, 4).parent.parent == inductor_dir
     s = extract([image_folder], tmp_path / "b.h5", compile="auto", **kw)
-    assert list_sets(tmp_path / "b.h5")[s.sets[0]]["compiled"] == {"backend": "inductor", "freezing": True}
+    assert list_sets(tmp_path / "b.h5")[s.sets[0]]["compiled"] == {"backend": "aot_inductor", "freezing": True}
     np.testing.assert_allclose(load_features(tmp_path / "b.h5", s.sets[0]).X,
                                load_features(tmp_path / "a.h5", s.sets[0]).X, rtol=1e-4, atol=1e-5)

@@ -62,7 +62,7 @@ def test_compiled_bf16_with_the_policy_keeps_fidelity(fp32_and_bf16, tmp_path, c
         s = extract([str(BREAST_NPZ)], cache, precision="bf16", compile="on", progress=False)
     assert not [r for r in caplog.records if "compilation failed" in r.getMessage()]
     (name,) = s.sets
-    assert list_sets(cache)[name]["compiled"] == {"backend": "inductor", "freezing": True}
+    assert list_sets(cache)[name]["compiled"] == {"backend": "aot_inductor", "freezing": True}
     fp32, compiled = fp32_and_bf16[0], load_features(cache, name)
     assert _worst_cosine(fp32, compiled) >= 0.99
     aucs = [_svm_test_auc(fp32), _svm_test_auc(compiled)]

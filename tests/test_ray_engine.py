@@ -80,18 +80,18 @@ def test_breastmnist_same_ids_and_features_as_local(cluster, local_cache, tmp_pa
 
 @pytest.mark.slow
 def test_ray_actors_run_the_compiled_model(cluster, local_cache, tmp_path):
-    """--compile on with --engine ray: the actors compile (they write the graph's marker), the
+    """--compile on with --engine ray: the actors compile (they write the graph's package), the
     set records it, the features are the local eager ones to float rounding."""
-    from featx.backbones.inference import graph_marker, prepare_model
+    from featx.backbones.inference import graph_package, prepare_model
     from featx.runtime import make_runtime
     ref, sets = local_cache
-    marker = graph_marker(prepare_model(TINY, make_runtime("cpu", "fp32"), weights="none"), 32)
+    package = graph_package(prepare_model(TINY, make_runtime("cpu", "fp32"), weights="none"), 32)
     start = time.time()
     out = tmp_path / "ray-compiled.h5"
     s = extract(BREAST_NPZ, out, workers=1, engine=RayEngine(), compile="on", **FAST)
     assert s.ok == 780 and s.sets == sets
-    assert C.list_sets(out)[sets[0]]["compiled"] == {"backend": "inductor", "freezing": True}
-    assert marker.is_file() and marker.stat().st_mtime >= start - 1   # written by an actor's compile
+    assert C.list_sets(out)[sets[0]]["compiled"] == {"backend": "aot_inductor", "freezing": True}
+    assert package.is_file() and package.stat().st_mtime >= start - 1   # written by an actor's compile
     ta, tb = C.load_features(ref, sets), C.load_features(out, sets)
     assert list(ta.ids) == list(tb.ids) and np.abs(ta.X - tb.X).max() < 1e-4
 

@@ -3,15 +3,16 @@ and one batch through it.
 
 :func:`prepare_model` is what every caller of a network uses: local extraction, the Ray model
 actors (featx.engines.ray) and the scikit-learn transformer (featx.deep.DeepFeatures), so the
-three run the same model the same way. :func:`compile_model` turns a prepared model into an
-inductor-compiled one (graph freezing on; CPU and CUDA alike), with the compiled artifacts cached
-on disk under featx's cache dir (see featx.runtime.use_inductor_cache).
+three run the same model the same way. :func:`compile_model` turns a prepared model into one compiled ahead of
+time by AOTInductor (graph freezing on; CPU and CUDA alike), its package cached on disk under
+featx's cache dir (see featx.runtime.use_inductor_cache) so later runs load it in under a second.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,19 +24,19 @@ log = logging.getLogger("featx")
 COMPILE_MODES = ("auto", "on", "off")
 
 #: ``compile="auto"`` compiles when a run has at least this many images to compute. Break-even
-#: n = compile_s / (1/eager_rate - 1/compiled_rate): resnet50 bf16 on 2 cores, eager 66 img/s,
-#: compiled 113 img/s, first compile 15.5 s -> 2,460 images; EfficientNet-Lite0 (see README,
-#: "Compiled extraction") breaks even earlier. Rounded to one figure for every backbone.
+#: n = compile_s / (1/eager_rate - 1/compiled_rate): resnet50 bf16 on 2 quiet cores, eager 31 and
+#: compiled 38 img/s end to end, AOTInductor compile ~18 s -> ~3,000 images; EfficientNet-Lite0
+#: (eager 64, compiled 91 img/s, compile ~30 s) later. Rounded to one figure for every backbone.
 AUTO_COMPILE_MIN_IMAGES = 2500
 
 #: ... and at least this many when this exact graph (backbone, weights, taps, views, device,
-#: precision, batch size, torch version) was compiled before and is in the on-disk cache: loading
-#: it costs a few seconds of tracing instead of a compile (see README, "Compiled extraction").
-AUTO_COMPILE_CACHED_MIN_IMAGES = 500
+#: precision, batch size, torch version) was compiled before: its AOTInductor package is on disk
+#: and loads in well under a second (a shared library and the frozen weights), so a couple of
+#: batches repay it.
+AUTO_COMPILE_CACHED_MIN_IMAGES = 64
 
 #: what a compiled set records in its config (key ``compiled``; only when compiled)
-COMPILED_RECORD = {"backend": "inductor", "freezing": True}
-
+COMPILED_RECORD = {"backend": "aot_inductor", "freezing": True}
 
 @dataclass
 class PreparedModel:
@@ -80,12 +81,12 @@ def should_compile(mode: str, n_images: int, graph_cached: bool = False) -> bool
     return mode == "on"
 
 
-def graph_marker(prepared: PreparedModel, batch_size: int) -> Path:
-    """The file that says "this model's compiled graph for ``batch_size`` is in the on-disk cache":
-    ``<featx cache dir>/inductor/featx-graphs/<key>.json``, the key a hash of everything that
-    changes the graph (backbone config and taps, views, device, precision policy, memory format,
-    batch size, input size, torch version). Written after a successful compile; it lives inside
-    the inductor cache dir, so deleting that dir forgets it too."""
+def graph_package(prepared: PreparedModel, batch_size: int) -> Path:
+    """Where the compiled graph of ``prepared`` for ``batch_size`` lives once compiled: the
+    AOTInductor package ``<featx cache dir>/inductor/featx-graphs/<key>.pt2``, the key a hash of
+    everything that changes the graph (backbone config with its input size and taps, views,
+    device, precision policy, memory format, batch size, torch version). Inside the inductor
+    cache dir, so deleting that dir forgets it too."""
     import torch
 
     from featx.backbones.precision import POLICY
@@ -93,35 +94,51 @@ def graph_marker(prepared: PreparedModel, batch_size: int) -> Path:
     key = {"backbone": prepared.backbone.config(), "taps": list(prepared.backbone.taps),
            "views": list(prepared.views), "runtime": prepared.runtime.describe(),
            "policy": POLICY if prepared.runtime.precision != "fp32" else None,
-           "batch_size": int(batch_size), "torch": torch.__version__}
+           "batch_size": int(batch_size), "torch": torch.__version__, **COMPILED_RECORD}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
-    return use_inductor_cache() / "featx-graphs" / f"{digest}.json"
+    return use_inductor_cache() / "featx-graphs" / f"{digest}.pt2"
 
 
 def graph_is_cached(prepared: PreparedModel, batch_size: int) -> bool:
-    """Whether a compiled graph of ``prepared`` for ``batch_size`` was made before (graph_marker)."""
-    return graph_marker(prepared, batch_size).is_file()
+    """Whether a compiled graph of ``prepared`` for ``batch_size`` is on disk (graph_package)."""
+    return graph_package(prepared, batch_size).is_file()
+
+
+def _autocast_module(model, device_type: str, dtype):
+    """``model`` with the run's autocast inside its forward, so an exported graph holds the
+    precision (and the precision policy's fp32 islands) rather than the caller's context."""
+    import torch
+
+    class Autocast(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            with torch.autocast(device_type=device_type, dtype=dtype):
+                return self.inner(x)
+    return Autocast(model).eval()
 
 
 class CompiledModel:
-    """A FeatureModel compiled by inductor (freezing on) for one batch size: smaller batches are
-    padded to it, so the graph compiles once. If compiling fails (no C compiler, an unsupported
-    op), it warns in one line and runs the eager model from then on."""
+    """A FeatureModel compiled ahead of time by AOTInductor (``torch.export`` then
+    ``torch._inductor.aoti_compile_and_package``, graph freezing on) for one batch size and input
+    shape: smaller batches are padded to it. The package (a shared library plus the frozen
+    weights, for CPU or CUDA alike) is written atomically to ``package`` and loaded from there
+    by every later run and process, in well under a second, where a ``torch.compile`` graph
+    has to be traced and frozen again on each load. Built lazily on the first batch. If
+    exporting or compiling fails (no C compiler, an unsupported op), it warns in one line and
+    runs the eager model from then on."""
 
-    def __init__(self, eager, batch_size: int, marker: Path | None = None):
-        import torch
-        import torch._dynamo.config as dynamo_config
-        # every FeatureModel shares one forward(): a process that compiles many models (Ray
-        # actors, DeepFeatures, a benchmark) must not hit dynamo's default of 8 per code object,
-        # past which it silently runs eager
-        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
+    def __init__(self, eager, batch_size: int, package: Path | None = None, autocast_dtype=None):
         self.eager = eager
         self.batch_size = int(batch_size)
-        self.compiled = torch.compile(eager, backend="inductor", dynamic=False, options={"freezing": True})
+        self.package = package            # graph_package(); None: compile into a temporary dir
+        self.autocast_dtype = autocast_dtype
+        self.runner = None                # the loaded package, once the first call succeeded
         self.fell_back = False
-        self.ready = False   # the first call (the compilation) succeeded
-        self.marker = marker  # written after the first successful call (see graph_marker)
-        self.first_call_s: float | None = None   # compile (or cached-graph load) + first batch
+        self.loaded_from_disk = False     # the first call loaded an existing package
+        self.first_call_s: float | None = None   # compile (or package load) + first batch
 
     def __call__(self, x):
         if self.fell_back:
@@ -132,15 +149,15 @@ class CompiledModel:
             pad = x.new_zeros((self.batch_size - n, *x.shape[1:]))
             x = torch.cat([x, pad]).contiguous(memory_format=torch.channels_last if
                                                 x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format)
-        if self.ready:
-            out = self.compiled(x)
+        if self.runner is not None:
+            out = self.runner(x)
         else:
             try:
                 t0 = time.perf_counter()
-                out = self.compiled(x)
+                runner = self._load_or_build(x)
+                out = runner(x)
                 self.first_call_s = time.perf_counter() - t0
-                self.ready = True
-                self._write_marker()
+                self.runner = runner
             except Exception as e:  # noqa: BLE001 - any compiler failure means: run eager
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
                 log.warning("compilation failed, running the model eagerly (%s: %s)", type(e).__name__, first)
@@ -148,25 +165,55 @@ class CompiledModel:
                 return self.eager(x[:n])
         return {k: v[:n] for k, v in out.items()}
 
-    def _write_marker(self) -> None:
-        if self.marker is None:
-            return
+    def _load_or_build(self, x):
+        from torch._inductor import aoti_load_package
+        if self.package is not None and self.package.is_file():
+            try:
+                runner = aoti_load_package(str(self.package))
+                self.loaded_from_disk = True
+                return runner
+            except Exception as e:  # noqa: BLE001 - a damaged or foreign package: build it again
+                log.debug("cannot load %s (%s: %s); compiling again", self.package, type(e).__name__, e)
+        return aoti_load_package(self._build(x))
+
+    def _build(self, x) -> str:
+        """Export the eager model on an input shaped and strided like ``x`` and compile it into
+        the package file (written under a temporary name, then renamed into place)."""
+        import tempfile
+
+        import torch
+        from torch._inductor import aoti_compile_and_package
+        model = self.eager
+        if self.autocast_dtype is not None:
+            model = _autocast_module(model, x.device.type, self.autocast_dtype)
+        if self.package is not None:
+            self.package.parent.mkdir(parents=True, exist_ok=True)
+            target = self.package.with_name(f"{self.package.stem}.{os.getpid()}.{id(self)}.tmp.pt2")
+        else:
+            target = Path(tempfile.mkdtemp(prefix="featx-aoti-")) / "graph.pt2"
+        # the caller runs under inference mode and its own autocast: export needs neither
+        with torch.inference_mode(False), torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+            example = torch.empty_strided(tuple(x.shape), x.stride(), dtype=x.dtype, device=x.device).zero_()
+            exported = torch.export.export(model, (example,), strict=False)
+            aoti_compile_and_package(exported, package_path=str(target), inductor_configs={"freezing": True})
+        if self.package is None:
+            return str(target)
         try:
-            self.marker.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.marker.with_suffix(f".{id(self)}.tmp")
-            tmp.write_text(json.dumps({"batch_size": self.batch_size, "first_call_s": round(self.first_call_s, 2)}))
-            tmp.replace(self.marker)
+            os.replace(target, self.package)
         except OSError as e:  # a read-only cache dir costs the next run a compile, nothing else
-            log.debug("cannot write %s (%s)", self.marker, e)
+            log.debug("cannot write %s (%s)", self.package, e)
+            return str(target)
+        return str(self.package)
 
 
 def compile_model(prepared: PreparedModel, batch_size: int) -> PreparedModel:
-    """``prepared`` with its model compiled by inductor for ``batch_size`` (see CompiledModel);
-    the compiled graph is cached on disk (featx.runtime.use_inductor_cache) and remembered by
-    graph_marker, so ``compile="auto"`` knows a later run loads it cheaply."""
+    """``prepared`` with its model compiled ahead of time for ``batch_size`` (see CompiledModel);
+    the package is kept on disk (graph_package), so a later run (``compile="auto"`` knows it by
+    graph_is_cached) loads it instead of compiling again."""
     if isinstance(prepared.model, CompiledModel):
         return prepared
-    model = CompiledModel(prepared.model, batch_size, marker=graph_marker(prepared, batch_size))
+    model = CompiledModel(prepared.model, batch_size, package=graph_package(prepared, batch_size),
+                          autocast_dtype=prepared.runtime.autocast_dtype)
     return PreparedModel(prepared.backbone, model, prepared.runtime, prepared.views)
 
 
