@@ -5,23 +5,27 @@ In one process, on the same images, same backbone and batch size:
   (a) naive     torchvision ImageFolder + DataLoader(num_workers=2) + model.eval(), fp32, NCHW -> numpy
   (b) featx     featx.extract end to end, files -> HDF5 (fresh cache), the wall time of the call
   (c) ceiling   forward passes only, on pre-decoded tensors, eager, at the precision featx used
-  (e) compiled  the same, with the model inductor-compiled as ``--compile on`` runs it; this also
-                warms the on-disk graph cache once, as a user's first compiled run does, so (b)
-                sees what a user's second run sees (``--compile auto`` loads the cached graph)
+  (e) compiled  the same, with the model compiled (AOTInductor) as ``--compile on`` runs it; this also
+                writes the on-disk package once, as a user's first compiled run does, so (b)
+                sees what a user's second run sees (``--compile auto`` loads the package)
   (f) limit     the core-time limit: cores / (decode core-seconds per image + compiled model
                 core-seconds per image), decode measured as CPU time of one process reading and
                 preprocessing the set's files, the model as wall time x threads of (e)
   (d) rerun     featx.extract again on the unchanged set
+  (p) peak      the machine's bound: its measured bf16 matrix-multiply peak (2048^3 GEMMs, same
+                threads) / the backbone's FLOPs per image (torch's FlopCounterMode); what no
+                bf16 model run can beat on this CPU. bf16_peak_vs_naive = p / a is the largest
+                featx_vs_naive this machine allows (int8 GEMM peak printed beside it)
 Image sets: the real chest X-rays (224 px JPEG) and generated large radiograph-like images
 (2048x2048 8-bit JPEG and 16-bit PNG). Backbones: resnet50 (random init; speed only) and
 efficientnet_lite0 (real weights). featx runs with ``--compile auto`` (the bench's --compile), as
 a user's second run would: the chest set (>= 500 images, graph cached) loads the compiled graph,
-the smaller large-image sets run eager (loading the graph would cost more than it saves there).
+and so do the 160-image large sets (auto compiles >= 64 images once the package is on disk).
 Last line (resnet50; the large-image ratios on the 2048 px JPEG / 16-bit PNG sets; lite0_vs_compiled
 is EfficientNet-Lite0's end to end on the chest X-rays over its compiled ceiling):
   RESULT featx_vs_naive=<b/a> featx_vs_ceiling=<b/c> featx_vs_compiled=<b/e>
          large_jpeg_vs_limit=<b/f> large_png_vs_limit=<b/f> cache_rerun_speedup=<b_time/d_time>
-         lite0_vs_compiled=<b/e>
+         lite0_vs_compiled=<b/e> bf16_peak_vs_naive=<p/a>
 (``na`` for a figure whose piece was not run). Before it, the memory check: peak RSS of featx
 extract (compiled) for 1,000 and 10,000 small images in fresh processes.
 
@@ -133,8 +137,8 @@ def ceiling(model_name: str, weights, n: int, batch: int, precision: str) -> tup
 
 
 def compiled_ceiling(model_name: str, weights, n: int, batch: int) -> tuple[float, float]:
-    """Forward passes only, inductor-compiled (as featx --compile on), at featx's precision ->
-    (images/s, seconds of the first call: a compile, or a load when the graph was cached)."""
+    """Forward passes only, compiled (AOTInductor, as featx --compile on), at featx's precision ->
+    (images/s, seconds of the first call: a compile, or a package load when it was on disk)."""
     runtime = make_runtime("auto", "auto")
     prepared = compile_model(prepare_model(model_name, runtime, weights=weights), batch)
     model = prepared.model
@@ -150,6 +154,37 @@ def compiled_ceiling(model_name: str, weights, n: int, batch: int) -> tuple[floa
         run_model(model, x, runtime)
         done += batch
     return done / (time.perf_counter() - t), first
+
+
+def gemm_peak(dtype, n: int = 2048) -> float:
+    """Measured matrix-multiply peak of this CPU at torch's thread count, in GFLOP/s (GOP/s for
+    int8, through torch._int_mm)."""
+    if dtype == torch.int8:
+        a = torch.randint(-128, 127, (n, n), dtype=torch.int8)
+        mm = torch._int_mm
+    else:
+        a = torch.randn(n, n).to(dtype)
+        mm = torch.matmul
+    b = a.clone()
+    for _ in range(2):
+        mm(a, b)
+    best = 0.0
+    for _ in range(3):   # best of three: the bound, not the average
+        t = time.perf_counter()
+        for _ in range(4):
+            mm(a, b)
+        best = max(best, 4 * 2 * n ** 3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def gflop_per_image(model_name: str, weights) -> float:
+    """The backbone's forward FLOPs for one image at its input size (torch's FlopCounterMode)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    prepared = prepare_model(model_name, make_runtime("cpu", "fp32"), weights=weights)
+    x = torch.randn(1, 3, *prepared.backbone.preprocess.crop_size)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        prepared.model(x)
+    return counter.get_total_flops() / 1e9
 
 
 def decode_core_seconds(folder: Path, model_name: str, weights, n: int = 48) -> float:
@@ -214,7 +249,7 @@ def small_pngs(dst: Path, n: int) -> Path:
 SETS = ("chest-224-jpeg", "2048-jpeg", "2048-png16")
 BACKBONES = {"resnet50": "none", "efficientnet_lite0": None}   # name -> weights (None: its real weights)
 ORDER = ("featx_vs_naive", "featx_vs_ceiling", "featx_vs_compiled", "large_jpeg_vs_limit",
-         "large_png_vs_limit", "cache_rerun_speedup", "lite0_vs_compiled")
+         "large_png_vs_limit", "cache_rerun_speedup", "lite0_vs_compiled", "bf16_peak_vs_naive")
 
 
 def result_line(result: dict) -> str:
@@ -233,7 +268,7 @@ def main():
     ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help="featx's --compile for (b)")
     ap.add_argument("--backbones", default=",".join(BACKBONES), help="comma-separated subset of %(default)s")
     ap.add_argument("--sets", default=",".join(SETS), help="comma-separated subset of %(default)s")
-    ap.add_argument("--n-chest", type=int, help="chest X-rays (default 1200 quick, 2600 full; >= 500 for auto to load the cached graph)")
+    ap.add_argument("--n-chest", type=int, help="chest X-rays (default 1200 quick, 2600 full; >= 64 for auto to load the compiled package)")
     ap.add_argument("--n-large", type=int, help="images per 2048 px set (default 160 quick, 320 full)")
     args = ap.parse_args()
     names = [b for b in args.backbones.split(",") if b]
@@ -262,8 +297,16 @@ def main():
                   f"{'limit':>8}{'f/naive':>9}{'f/ceil':>8}{'f/comp':>8}{'f/limit':>8}{'rerun s':>9}"
                   f"{'first/rerun':>12}  runtime")
         result = {}
+        if names:
+            peak_bf16, peak_int8 = gemm_peak(torch.bfloat16), gemm_peak(torch.int8)
+            stamp(f"GEMM peak at {torch.get_num_threads()} threads: bf16 {peak_bf16:.0f} GFLOP/s, "
+                  f"int8 {peak_int8:.0f} GOP/s, fp32 {gemm_peak(torch.float32):.0f} GFLOP/s")
         for name in names:
             weights = BACKBONES[name]
+            gflop = gflop_per_image(name, weights)
+            p = peak_bf16 / gflop
+            stamp(f"{name}: {gflop:.2f} GFLOP per image; bf16 peak bound {p:.1f} images/s "
+                  f"(int8 peak bound {peak_int8 / gflop:.1f})")
             e, first_call = compiled_ceiling(name, weights, 8 * args.batch_size, args.batch_size)
             stamp(f"{name}: compiled ceiling {e:.1f} images/s (first call {first_call:.1f} s: compile or cached-graph load)")
             for label, folder in sets.items():
@@ -286,7 +329,8 @@ def main():
                 if name == "resnet50":
                     if label == "chest-224-jpeg":
                         result.update(featx_vs_naive=b / a, featx_vs_ceiling=b / c, featx_vs_compiled=b / e,
-                                      cache_rerun_speedup=first / rerun)
+                                      cache_rerun_speedup=first / rerun, bf16_peak_vs_naive=p / a)
+                        stamp(f"resnet50 chest: the bf16 peak bound allows featx/naive <= {p / a:.2f} on this CPU")
                     else:
                         result["large_jpeg_vs_limit" if label == "2048-jpeg" else "large_png_vs_limit"] = b / f
                 elif name == "efficientnet_lite0" and label == "chest-224-jpeg":
