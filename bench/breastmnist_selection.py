@@ -33,8 +33,9 @@ from featx.fit import Tuner, greedy_selection, load_table, parse_pca
 from featx.fit.ensemble import Candidate, EnsembleSettings, candidate_probas
 
 L0, L1, L2 = (f"efficientnet_lite{k}_tta-flip" for k in range(3))
-L0C = "efficientnet_lite0_tta-flip-crop5"  # lite0 under 7 views: identity, flip, 4 corner + centre crops
-TAPS = {b: f"{b}+{b}.blocks.4+{b}.blocks.5" for b in (L0, L1, L2, L0C)}
+# lite0 and lite2 under 7 views (``--tta flip,crop5``: identity, flip, 4 corner + centre crops)
+L0C, L2C = "efficientnet_lite0_tta-flip-crop5", "efficientnet_lite2_tta-flip-crop5"
+TAPS = {b: f"{b}+{b}.blocks.4+{b}.blocks.5" for b in (L0, L1, L2, L0C, L2C)}
 HC = "lbp+glcm+firstorder"
 BASE_HEADS = ("svm", "logreg", "elm")
 
@@ -44,6 +45,7 @@ BASELINE = [TAPS[L0], f"{TAPS[L0]}+{L2}", TAPS[L2], f"{TAPS[L0]}+{HC}"]
 PLUS_LITE1 = BASELINE + [TAPS[L1]]
 LITE1_CHOICES = PLUS_LITE1 + [f"{TAPS[L1]}+{HC}", f"{TAPS[L0]}+{TAPS[L1]}+{TAPS[L2]}"]
 WIDE = LITE1_CHOICES + [f"{TAPS[L2]}+{HC}", f"{L0}+{L1}+{L2}", f"{TAPS[L0]}+{TAPS[L1]}+{TAPS[L2]}+{HC}"]
+CROP5 = [TAPS[L0C], f"{TAPS[L0C]}+{L2C}", TAPS[L2C], f"{TAPS[L0C]}+{HC}"]
 LIBRARIES: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "baseline (README): L0T, L0T+L2, L2T, L0T+hc x svm/logreg/elm": (BASELINE, BASE_HEADS),
     "baseline + L1T": (PLUS_LITE1, BASE_HEADS),
@@ -51,9 +53,8 @@ LIBRARIES: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "wide: the above + L2T+hc, L0+L1+L2, L0T+L1T+L2T+hc": (WIDE, BASE_HEADS),
     "baseline + L1T, L1T+hc, L0T+L1T+L2T, + xgboost": (LITE1_CHOICES, BASE_HEADS + ("xgboost",)),
     "wide + xgboost": (WIDE, BASE_HEADS + ("xgboost",)),
-    "baseline with lite0 under flip+crop5 views (L0cT)": (
-        [TAPS[L0C], f"{TAPS[L0C]}+{L2}", TAPS[L2], f"{TAPS[L0C]}+{HC}"], BASE_HEADS),
-    "baseline + L0cT, L0cT+hc": (BASELINE + [TAPS[L0C], f"{TAPS[L0C]}+{HC}"], BASE_HEADS),
+    "baseline under flip+crop5 views: L0cT, L0cT+L2c, L2cT, L0cT+hc": (CROP5, BASE_HEADS),
+    "baseline + the same under flip+crop5 views": (BASELINE + CROP5, BASE_HEADS),
 }
 BASELINE_NAME = next(iter(LIBRARIES))
 TIE = 0.002
@@ -119,8 +120,8 @@ def choose(scores: dict[str, dict], baseline: str = BASELINE_NAME) -> str:
 
 
 def short(choice: str) -> str:
-    names = {TAPS[L0C]: "L0cT", TAPS[L0]: "L0T", TAPS[L1]: "L1T", TAPS[L2]: "L2T", HC: "hc",
-             L0: "L0", L1: "L1", L2: "L2"}
+    names = {TAPS[L0C]: "L0cT", TAPS[L2C]: "L2cT", TAPS[L0]: "L0T", TAPS[L1]: "L1T", TAPS[L2]: "L2T",
+             HC: "hc", L0C: "L0c", L2C: "L2c", L0: "L0", L1: "L1", L2: "L2"}
     for long_name, s in names.items():  # taps first: they contain the bare backbone names
         choice = choice.replace(long_name, s)
     return choice
