@@ -129,26 +129,30 @@ def short(choice: str) -> str:
 
 def fit_command(cache: str, choices: list[str], heads) -> str:
     features = ",".join(dict.fromkeys(s for c in choices for s in c.split("+")))
-    return (f"featx fit {cache} --features {features} --choices \"{';'.join(choices)}\" "
+    return (f"featx fit {cache} --head ensemble --features {features} --choices \"{';'.join(choices)}\" "
             f"--heads {','.join(heads)} --select-on oof -o ens.joblib")
 
 
 def run(cache, libraries=LIBRARIES, *, n_jobs=None, store: Path | None = None, log=print) -> dict:
     """Score every library (candidate probabilities computed once; kept in ``store`` when given)."""
-    wanted = list(dict.fromkeys((c, h) for choices, heads in libraries.values() for c in choices for h in heads))
     have: dict = {}
     if store is not None and store.exists():
         with np.load(store, allow_pickle=False) as z:
             y = z["y"]
             have = {tuple(k.split("|")): z[k] for k in z.files if k != "y"}
-    todo = [c for c in wanted if c not in have]
     failures: list[str] = []
-    if todo:
+    done = set(have)
+    for name, (choices, heads) in libraries.items():  # library by library, kept after each
+        todo = [(c, h) for c in choices for h in heads if (c, h) not in done]
+        if not todo:
+            continue
         t = time.perf_counter()
-        new, y, failures = oof_probas(cache, todo, n_jobs=n_jobs)
+        new, y, failed = oof_probas(cache, todo, n_jobs=n_jobs)
         have.update(new)
-        log(f"{len(todo)} candidates tuned and predicted out-of-fold in {time.perf_counter() - t:.0f} s"
-            + (f"; failed: {failures}" if failures else ""))
+        done.update(todo)
+        failures += failed
+        log(f"{name}: {len(todo)} new candidates tuned and predicted out-of-fold in "
+            f"{time.perf_counter() - t:.0f} s" + (f"; failed: {failed}" if failed else ""))
         if store is not None:
             np.savez(store, y=y, **{"|".join(k): v for k, v in have.items()})
     scores = {}
