@@ -270,10 +270,14 @@ def _expand_proba(model, X, n_classes: int) -> np.ndarray:
     return out
 
 
-def build_ensemble(table, plan, candidates: list[Candidate], s: EnsembleSettings, train_idx, val_idx, fit_rows,
-                   *, select_on: str, n_jobs=None, progress=None, label: str = "ensemble"):
-    """Tune, select and fit: (fitted EnsembleClassifier, selection record). Selection rows are
-    ``val_idx`` (select_on "val") or out-of-fold predictions over ``train_idx`` (+ ``val_idx``)."""
+def candidate_probas(table, plan, candidates: list[Candidate], s: EnsembleSettings, train_idx, val_idx,
+                     *, select_on: str, n_jobs=None, progress=None, label: str = "ensemble"):
+    """Tune every candidate and predict its probabilities on the selection rows, as
+    :func:`build_ensemble` does before selecting: ``(sel_rows, n_folds, tuned, probas, failures)``.
+    Selection rows are ``val_idx`` (select_on "val") or out-of-fold predictions over ``train_idx``
+    (+ ``val_idx``) in ``n_folds`` folds from :func:`featx.evaluate.make_cv` (``s.cv``, ``s.seed``;
+    0 on val); ``probas[i]`` (rows of ``sel_rows``, one column per class) belongs to ``tuned[i]``;
+    a failing candidate is left out and described in ``failures``."""
     from joblib import delayed
 
     y = np.asarray(table.y)
@@ -299,6 +303,17 @@ def build_ensemble(table, plan, candidates: list[Candidate], s: EnsembleSettings
             progress.advance(1, cand.name)
     finally:
         progress.close()
+    return sel_rows, 0 if oof_folds is None else len(oof_folds), tuned, probas, failures
+
+
+def build_ensemble(table, plan, candidates: list[Candidate], s: EnsembleSettings, train_idx, val_idx, fit_rows,
+                   *, select_on: str, n_jobs=None, progress=None, label: str = "ensemble"):
+    """Tune, select and fit: (fitted EnsembleClassifier, selection record). Selection rows are
+    ``val_idx`` (select_on "val") or out-of-fold predictions over ``train_idx`` (+ ``val_idx``)."""
+    y = np.asarray(table.y)
+    sel_rows, n_folds, tuned, probas, failures = candidate_probas(
+        table, plan, candidates, s, train_idx, val_idx, select_on=select_on, n_jobs=n_jobs, progress=progress,
+        label=label)
     if not tuned:
         raise FeatxError("every ensemble candidate failed: " + "; ".join(failures), path=table.source)
     labels = list(range(len(table.class_names)))
@@ -316,7 +331,7 @@ def build_ensemble(table, plan, candidates: list[Candidate], s: EnsembleSettings
         np.asarray(table.X)[fit_rows], y[fit_rows])
     singles = [selection_score(y[sel_rows], p[:, cols], [labels[c] for c in cols], s.scoring) for p in probas]
     record = {
-        "select_on": "val" if select_on == "val" else f"{len(oof_folds)}-fold out-of-fold",
+        "select_on": "val" if select_on == "val" else f"{n_folds}-fold out-of-fold",
         "n_selection_rows": int(len(sel_rows)), "scoring": s.scoring, "rounds": s.rounds, "n_init": s.n_init,
         "score": trace[-1], "trace": [round(t, 6) for t in trace],
         "decision": s.decision, "threshold": threshold,
