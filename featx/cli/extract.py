@@ -54,7 +54,7 @@ Examples:
 @click.option("--engine", type=SuggestChoice(["local", "ray"]), default="local", show_default=True, help="ray: decode in Ray tasks and run the model in one Ray actor per GPU/CPU slot (--workers actors); needs featx[ray].")
 @click.option("--address", default=None, help="Ray cluster for --engine ray: auto, HOST:PORT or ray://HOST:PORT (default: $RAY_ADDRESS, else a local Ray).")
 @click.option("--stall-timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="With --engine ray: stop a run that finishes no batch for this many seconds (default 300), keeping the rows already computed.")
-@click.option("--compile", "compile_mode", type=SuggestChoice(["auto", "on", "off"]), default="auto", show_default=True, help="Run the backbone compiled by torch inductor (faster after a one-off compile, cached on disk under $FEATX_CACHE_DIR or ~/.cache/featx). auto: only for runs long enough to repay it.")
+@click.option("--compile", "compile_mode", type=SuggestChoice(["auto", "on", "off"]), default="auto", show_default=True, help="Run the backbone compiled by AOTInductor (faster after a one-off compile; the package is cached on disk under $FEATX_CACHE_DIR or ~/.cache/featx and loads in under a second). auto: only for runs long enough to repay it.")
 def extract_cmd(sources, cache, backbones, handcrafted, layers, concat_layers, pooling, weights, arch, device, precision,
                 batch_size, workers, window, intensity, no_jpeg_draft, name, allow_outside, strict, tta, rehash, quiet, force,
                 engine, address, stall_timeout, compile_mode):

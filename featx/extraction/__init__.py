@@ -54,9 +54,9 @@ def extract(sources: Sequence[str | Path] | str | Path, cache: str | Path,
     ``engine`` runs the batches: None (this machine, LocalEngine) or
     ``featx.engines.ray.RayEngine(address=...)``. Every name (backbones, layers, pooling,
     precision, handcrafted sets) is checked before the sources are scanned. ``compile``: "on" runs
-    the backbones inductor-compiled, "auto" does when the run computes at least
-    featx.backbones.inference.AUTO_COMPILE_MIN_IMAGES images (AUTO_COMPILE_CACHED_MIN_IMAGES when
-    the compiled graph is already in the on-disk cache), "off" never; Ray actors compile too."""
+    the backbones compiled (an AOTInductor package, featx.backbones.inference), "auto" does when the
+    run computes at least featx.backbones.inference.AUTO_COMPILE_MIN_IMAGES images
+    (AUTO_COMPILE_CACHED_MIN_IMAGES when the package is already in the on-disk cache), "off" never; Ray actors compile too."""
     if config is None:
         config = ExtractConfig(backbones=_tup(backbones),
                                handcrafted=(handcrafted,) if isinstance(handcrafted, str) else _tup(handcrafted),

@@ -30,7 +30,7 @@ class ExtractConfig:
     rehash: bool = False           # hash every input again instead of trusting the cache's memo
     name: str | None = None
     tta: tuple[str, ...] = ()      # test-time views averaged per image (featx.views): flip, vflip, crop5
-    compile: str = "auto"      # auto | on | off: run the backbones inductor-compiled (featx.backbones.inference)
+    compile: str = "auto"      # auto | on | off: run the backbones AOTInductor-compiled (featx.backbones.inference)
 
     def read_options(self, draft_size: int | None) -> ReadOptions:
         return ReadOptions(window=self.window, intensity=self.intensity,
