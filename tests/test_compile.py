@@ -1,9 +1,11 @@
 """The compiled execution path (AOTInductor package, freezing): features match eager ones, the
-package lands in featx's cache dir and a second model loads it instead of compiling, configs record ``compiled`` only when compiled, and a failed
+package lands in featx's cache dir, a second model loads it instead of compiling (and waits for
+a build in progress rather than compiling its own), configs record ``compiled`` only when compiled, and a failed
 compilation falls back to eager with one warning."""
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -42,7 +44,22 @@ def test_compiled_features_match_eager_and_use_the_cache_dir(inductor_dir, monke
     torch.manual_seed(0)
     x = torch.randn(5, 3, 64, 64)
     want = run_model(eager.model, x, rt)["head"]
-    comp = compile_model(eager, batch_size=8)   # 5 rows: padded to the compiled batch
+    # two models (two Ray actors on one node, say) reach the empty cache at once: one exports and
+    # compiles, the other waits on the package lock and loads what it wrote
+    exports = []
+    real_export = torch.export.export
+
+    def counting_export(*args, **kwargs):
+        exports.append(1)
+        return real_export(*args, **kwargs)
+    both = [compile_model(eager, batch_size=8), compile_model(prepare_model(TINY, rt, weights="none"), batch_size=8)]
+    with monkeypatch.context() as m, ThreadPoolExecutor(2) as pool:
+        m.setattr(torch.export, "export", counting_export)
+        outs = list(pool.map(lambda c: run_model(c.model, x, rt)["head"], both))  # 5 rows: padded to 8
+    assert len(exports) == 1, "both models compiled although one waited on the lock"
+    assert sorted(c.model.loaded_from_disk for c in both) == [False, True]
+    np.testing.assert_array_equal(outs[0], outs[1])
+    comp = next(c for c in both if not c.model.loaded_from_disk)
     got = run_model(comp.model, x, rt)["head"]
     assert comp.compiled and got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

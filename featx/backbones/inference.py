@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,14 +168,28 @@ class CompiledModel:
 
     def _load_or_build(self, x):
         from torch._inductor import aoti_load_package
-        if self.package is not None and self.package.is_file():
-            try:
-                runner = aoti_load_package(str(self.package))
-                self.loaded_from_disk = True
-                return runner
-            except Exception as e:  # noqa: BLE001 - a damaged or foreign package: build it again
-                log.debug("cannot load %s (%s: %s); compiling again", self.package, type(e).__name__, e)
-        return aoti_load_package(self._build(x))
+        if self.package is None:
+            return aoti_load_package(self._build(x))
+        runner = self._load_existing()
+        if runner is not None:
+            return runner
+        # One builder per package: other processes (Ray actors on this node, a second run) and
+        # threads wait on the lock and then load what it wrote instead of compiling a copy each.
+        with _package_lock(self.package):
+            runner = self._load_existing()
+            return runner if runner is not None else aoti_load_package(self._build(x))
+
+    def _load_existing(self):
+        from torch._inductor import aoti_load_package
+        if not self.package.is_file():
+            return None
+        try:
+            runner = aoti_load_package(str(self.package))
+        except Exception as e:  # noqa: BLE001 - a damaged or foreign package: build it again
+            log.debug("cannot load %s (%s: %s); compiling again", self.package, type(e).__name__, e)
+            return None
+        self.loaded_from_disk = True
+        return runner
 
     def _build(self, x) -> str:
         """Export the eager model on an input shaped and strided like ``x`` and compile it into
@@ -204,6 +219,25 @@ class CompiledModel:
             log.debug("cannot write %s (%s)", self.package, e)
             return str(target)
         return str(self.package)
+
+
+@contextmanager
+def _package_lock(package: Path):
+    """An exclusive lock (flock on ``<package>.lock``) held while the package is built; released
+    by the kernel if the holder dies. Where it cannot be taken (no fcntl, a read-only cache dir)
+    the build goes ahead unlocked: at worst two builders, each renaming a whole package into place."""
+    try:
+        import fcntl
+        package.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(package.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)   # closing the descriptor releases the lock
 
 
 def compile_model(prepared: PreparedModel, batch_size: int) -> PreparedModel:
