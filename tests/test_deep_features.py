@@ -88,3 +88,30 @@ def test_bad_path_names_the_file(tmp_path):
     from featx.errors import FeatxError
     with pytest.raises(FeatxError, match=r"x\.png"):
         DeepFeatures(TINY, weights="none").fit().transform([str(bad)])
+
+
+@pytest.mark.parametrize("X, message", [
+    (np.random.default_rng(0).random((3, 5)), "2-D array of shape (3, 5) is not a batch of images"),
+    (np.full((2, 16, 16), np.nan, np.float32), "image 0 has NaN or infinite values"),
+    (np.stack([np.zeros((16, 16)), np.full((16, 16), 1000.0)]), "float image 1 spans [1000, 1000]; expected [0, 1]"),
+])
+def test_images_it_cannot_use_are_refused_by_transform_in_one_line(X, message):
+    """transform refuses what is not a batch of images, and float images that are not finite or
+    not in [0, 1], naming the image, instead of returning features of something else. (fit learns
+    nothing from X and, like other stateless transformers, does not look at it: validating there
+    would cost the estimator checks that fit on numeric tables.)"""
+    from featx.errors import FeatxError
+    fitted = DeepFeatures(TINY, weights="none", precision="fp32").fit()
+    with pytest.raises(FeatxError) as err:
+        fitted.transform(X)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_float_images_within_the_tolerance_are_clipped_not_refused():
+    est = DeepFeatures(TINY, weights="none", precision="fp32").fit()
+    x = np.full((1, 16, 16), 0.5, np.float32)
+    edge = x.copy()
+    edge[0, 0, 0] = 1.0005   # inside FLOAT_TOLERANCE: clipped to 1
+    clipped = x.copy()
+    clipped[0, 0, 0] = 1.0
+    np.testing.assert_array_equal(est.transform(edge), est.transform(clipped))
