@@ -159,7 +159,7 @@ def test_ensemble_on_graded_labels_adds_ordinal_candidates_and_grade_metrics(tmp
                                "-q"])
     assert res.exit_code == 0, res.output
     assert " QWK " in res.stdout and " MAE " in res.stdout
-    assert "look like grades: ordinal (Frank & Hall) copies" in res.stderr
+    assert "look like grades: ordinal (Frank & Hall) copies" in res.stderr and "--nominal" in res.stderr
     result = fit_ensemble(str(cache), "a,b", choices="a+b", heads="logreg", rounds=6, n_boot=0, n_jobs=1)
     heads = {c["head"] for c in result.metrics["ensemble"]["candidates"]}
     assert heads == {"logreg", "ordinal-logreg"}

@@ -430,7 +430,7 @@ def fit_ensemble(
         head_list = ordinal_heads if ordinal else head_list + ordinal_heads
         if ordinal is None:
             notes.append(f"class names {' < '.join(table.class_names)} look like grades: ordinal (Frank & Hall) "
-                         f"copies of the heads are candidates too; ordinal=False for nominal heads only")
+                         f"copies of the heads are candidates too; --nominal (ordinal=False) for nominal heads only")
     imbalance = imbalance_note(y, table.class_names)
     if imbalance and not (class_weight is not None and scoring == "balanced_accuracy"):
         notes.append(imbalance)

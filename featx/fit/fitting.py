@@ -126,7 +126,7 @@ def fit(
         ordinal = graded
         if graded:
             notes.append(f"class names {' < '.join(table.class_names)} look like grades: ordinal "
-                         f"{spec.name} head (Frank & Hall); ordinal=False for a nominal one")
+                         f"{spec.name} head (Frank & Hall); --nominal (ordinal=False) for a nominal one")
     if ordinal:
         spec = ordinal_plan(spec)
     imbalance = imbalance_note(y, table.class_names)
