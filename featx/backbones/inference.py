@@ -25,15 +25,15 @@ log = logging.getLogger("featx")
 COMPILE_MODES = ("auto", "on", "off")
 
 #: ``compile="auto"`` compiles when a run has at least this many images to compute. Break-even
-#: n = compile_s / (1/eager_rate - 1/compiled_rate): resnet50 bf16 on 2 quiet cores, eager 31 and
-#: compiled 38 img/s end to end, AOTInductor compile ~18 s -> ~3,000 images; EfficientNet-Lite0
-#: (eager 64, compiled 91 img/s, compile ~30 s) later. Rounded to one figure for every backbone.
+#: n = compile_s / (1/eager_rate - 1/compiled_rate): resnet50 bf16 on 2 quiet cores, model-only
+#: eager 31.9 and compiled 42.6 img/s, AOTInductor compile ~20 s -> ~2,600 images; EfficientNet-Lite0
+#: (eager 63.5, compiled 100 img/s, compile ~22 s) ~3,800. Rounded to one figure for every backbone.
 AUTO_COMPILE_MIN_IMAGES = 2500
 
 #: ... and at least this many when this exact graph (backbone, weights, taps, views, device,
 #: precision, batch size, torch version) was compiled before: its AOTInductor package is on disk
-#: and loads in well under a second (a shared library and the frozen weights), so a couple of
-#: batches repay it.
+#: and loads in 0.3-1.2 s (a shared library and the frozen weights): break-even ~50 images
+#: (resnet50) to ~70 (Lite0) by the figures above.
 AUTO_COMPILE_CACHED_MIN_IMAGES = 64
 
 #: what a compiled set records in its config (key ``compiled``; only when compiled)
