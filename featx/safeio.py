@@ -221,18 +221,19 @@ class LockFileBusy(Exception):
 
 
 class ExclusiveLockFile:
-    """A non-blocking exclusive lock held through a file that exists only while it is held.
+    """An exclusive lock held through a file that exists only while it is held.
 
     ``acquire`` creates ``path``, locks it (fcntl.flock, released by the kernel if the process
     dies) and checks that the file it locked is still the one at ``path`` (another process may
     have removed it in between); ``release`` removes the file, then unlocks it. So no lock file
-    outlives a run, and two processes never both believe they hold the lock."""
+    outlives a run, and two processes never both believe they hold the lock. ``acquire()``
+    raises LockFileBusy when another process holds it; ``acquire(wait=True)`` waits for it."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._fd: int | None = None
 
-    def acquire(self) -> None:
+    def acquire(self, wait: bool = False) -> None:
         import fcntl
         for _ in range(100):
             reason = not_regular_reason(self.path)
@@ -240,7 +241,7 @@ class ExclusiveLockFile:
                 raise FeatxError(f"lock file {reason}", self.path)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NONBLOCK", 0), 0o644)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
                 raise LockFileBusy(str(self.path)) from None

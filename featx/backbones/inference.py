@@ -223,21 +223,24 @@ class CompiledModel:
 
 @contextmanager
 def _package_lock(package: Path):
-    """An exclusive lock (flock on ``<package>.lock``) held while the package is built; released
-    by the kernel if the holder dies. Where it cannot be taken (no fcntl, a read-only cache dir)
-    the build goes ahead unlocked: at worst two builders, each renaming a whole package into place."""
+    """The build's exclusive lock (featx.safeio.ExclusiveLockFile on ``<package>.lock``, waited
+    for; released by the kernel if the holder dies, the file gone with it). Where it cannot be
+    taken (no fcntl, a read-only cache dir) the build goes ahead unlocked: at worst two builders,
+    each renaming a whole package into place."""
+    from featx.errors import FeatxError
+    from featx.safeio import ExclusiveLockFile, LockFileBusy
+    lock: ExclusiveLockFile | None = ExclusiveLockFile(package.with_suffix(".lock"))
     try:
-        import fcntl
         package.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(package.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    except (ImportError, OSError):
-        yield
-        return
+        lock.acquire(wait=True)
+    except (ImportError, OSError, FeatxError, LockFileBusy) as e:
+        log.debug("building %s without a lock (%s: %s)", package, type(e).__name__, e)
+        lock = None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)   # closing the descriptor releases the lock
+        if lock is not None:
+            lock.release()
 
 
 def compile_model(prepared: PreparedModel, batch_size: int) -> PreparedModel:
