@@ -26,20 +26,6 @@ def _is_paths(X) -> bool:
         return False
 
 
-def _unit_float(im: np.ndarray, k: int) -> np.ndarray:
-    """A float image as float32 in [0, 1]; NaN, infinities or values outside [0, 1] (beyond
-    featx.handcrafted.base.FLOAT_TOLERANCE) are refused, naming image ``k``, rather than
-    turned silently into features of a different image."""
-    from featx.handcrafted.base import FLOAT_TOLERANCE, ImageInputError
-    a = im.astype(np.float32, copy=False)
-    if not np.isfinite(a).all():
-        raise ImageInputError(f"image {k} has NaN or infinite values")
-    lo, hi = float(a.min()), float(a.max())
-    if lo < -FLOAT_TOLERANCE or hi > 1.0 + FLOAT_TOLERANCE:
-        raise ImageInputError(f"float image {k} spans [{lo:.4g}, {hi:.4g}]; expected [0, 1] (scale it, or pass integers)")
-    return np.clip(a, 0.0, 1.0) if lo < 0.0 or hi > 1.0 else a
-
-
 class DeepFeatures(TransformerMixin, BaseEstimator):
     """Frozen pretrained CNN features of images, as a scikit-learn transformer.
 
@@ -108,6 +94,7 @@ class DeepFeatures(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "n_features_out_")
         if _is_paths(X):
             return self._transform_paths([str(x) for x in X])
+        from featx.handcrafted.base import unit_float
         from featx.handcrafted.estimators import as_image_list
         from featx.sources.images import scale_to_unit
         images = []
@@ -115,7 +102,9 @@ class DeepFeatures(TransformerMixin, BaseEstimator):
             im = np.asarray(im)
             if im.ndim == 3 and im.shape[2] == 1:
                 im = im[..., 0]
-            images.append(_unit_float(im, k) if im.dtype.kind == "f" else scale_to_unit(im, self.intensity))
+            # float images are taken as [0, 1] and refused otherwise, not fed to the network as they are
+            images.append(unit_float(im.astype(np.float32, copy=False), f"image {k}") if im.dtype.kind == "f"
+                          else scale_to_unit(im, self.intensity))
         return self._compute(images)
 
     def _compute(self, images: list[np.ndarray]) -> np.ndarray:

@@ -93,7 +93,7 @@ def test_bad_path_names_the_file(tmp_path):
 @pytest.mark.parametrize("X, message", [
     (np.random.default_rng(0).random((3, 5)), "2-D array of shape (3, 5) is not a batch of images"),
     (np.full((2, 16, 16), np.nan, np.float32), "image 0 has NaN or infinite values"),
-    (np.stack([np.zeros((16, 16)), np.full((16, 16), 1000.0)]), "float image 1 spans [1000, 1000]; expected [0, 1]"),
+    (np.stack([np.zeros((16, 16)), np.full((16, 16), 1000.0)]), "float image 1 values span [1000, 1000]; expected [0, 1]"),
 ])
 def test_images_it_cannot_use_are_refused_by_transform_in_one_line(X, message):
     """transform refuses what is not a batch of images, and float images that are not finite or

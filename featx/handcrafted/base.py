@@ -47,6 +47,17 @@ class ImageInputError(FeatxError, ValueError):
     """
 
 
+def unit_float(arr: np.ndarray, what: str = "image") -> np.ndarray:
+    """A float image checked to be finite and within [0, 1] (:data:`FLOAT_TOLERANCE` beyond it
+    is clipped, more is refused with :class:`ImageInputError` naming ``what``); same dtype."""
+    if not np.isfinite(arr).all():
+        raise ImageInputError(f"{what} has NaN or infinite values")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < -FLOAT_TOLERANCE or hi > 1.0 + FLOAT_TOLERANCE:
+        raise ImageInputError(f"float {what} values span [{lo:.4g}, {hi:.4g}]; expected [0, 1] (scale it first)")
+    return np.clip(arr, 0.0, 1.0) if lo < 0.0 or hi > 1.0 else arr
+
+
 def to_gray(image: Any) -> np.ndarray:
     """Return ``image`` as a 2-D float64 gray image with values in [0, 1].
 
@@ -79,16 +90,7 @@ def to_gray(image: Any) -> np.ndarray:
             raise ImageInputError(f"integer image of dtype {arr.dtype} has negative values")
         arr = arr.astype(np.float64) / float(info.max)
     else:
-        arr = arr.astype(np.float64, copy=False)
-        if not np.isfinite(arr).all():
-            raise ImageInputError("image has NaN or infinite values")
-        lo, hi = float(arr.min()), float(arr.max())
-        if lo < -FLOAT_TOLERANCE or hi > 1.0 + FLOAT_TOLERANCE:
-            raise ImageInputError(
-                f"float image values span [{lo:.4g}, {hi:.4g}]; expected [0, 1] (scale it first)"
-            )
-        if lo < 0.0 or hi > 1.0:
-            arr = np.clip(arr, 0.0, 1.0)
+        arr = unit_float(arr.astype(np.float64, copy=False))
     if arr.ndim == 3:
         arr = rgb2gray(arr)
     return arr
